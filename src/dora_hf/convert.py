@@ -1,0 +1,216 @@
+"""Convert a reference DoRA/DINO checkpoint (.pth) into a transformers `DoraForPreTraining` folder.
+
+The authors' checkpoints hold `student` and `teacher` state dicts whose keys carry `module.`
+(DDP) and `backbone.`/`head.` prefixes, DINO ViT names and a weight-normalised last head layer
+(`weight_g`, `weight_v`). The project's weight names were chosen so that this is a rename table:
+nothing is split, fused or dropped, and any key the table does not know is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import DoraUserError
+from .modeling import DoraConfig, DoraForPreTraining, DoraImageProcessor, DoraModel
+
+BACKBONE_RENAMES: list[tuple[str, str]] = [
+    (r"^cls_token$", "embeddings.cls_token"),
+    (r"^pos_embed$", "embeddings.position_embeddings"),
+    (r"^patch_embed\.proj\.(weight|bias)$", r"embeddings.patch_embeddings.projection.\1"),
+    (r"^blocks\.(\d+)\.norm1\.(weight|bias)$", r"encoder.layer.\1.layernorm_before.\2"),
+    (r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", r"encoder.layer.\1.attention.qkv.\2"),
+    (r"^blocks\.(\d+)\.attn\.proj\.(weight|bias)$", r"encoder.layer.\1.attention.o_proj.\2"),
+    (r"^blocks\.(\d+)\.norm2\.(weight|bias)$", r"encoder.layer.\1.layernorm_after.\2"),
+    (r"^blocks\.(\d+)\.mlp\.(fc1|fc2)\.(weight|bias)$", r"encoder.layer.\1.mlp.\2.\3"),
+    (r"^norm\.(weight|bias)$", r"layernorm.\1"),
+]
+HEAD_RENAMES: list[tuple[str, str]] = [
+    (r"^mlp\.(\d+)\.(weight|bias)$", r"mlp.\1.\2"),
+    (r"^last_layer\.weight_g$", "last_layer.magnitude"),
+    (r"^last_layer\.weight_v$", "last_layer.direction"),
+]
+WHICH = ("teacher", "student")
+
+
+def load_reference_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a .pth file safely (no arbitrary code), allowing the argparse namespace DINO stores."""
+    path = Path(path)
+    if not path.is_file():
+        raise DoraUserError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise DoraUserError(f"checkpoint is empty (0 bytes): {path}")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise DoraUserError(f"cannot read {path} as a PyTorch checkpoint: {type(err).__name__}: {err}") from err
+
+
+def select_state_dict(checkpoint: dict, which: str, source: str) -> dict[str, torch.Tensor]:
+    """The `teacher` or `student` state dict of a reference checkpoint, or a bare state dict."""
+    if not isinstance(checkpoint, dict):
+        raise DoraUserError(f"{source}: expected a dict of weights, found {type(checkpoint).__name__}")
+    if which in checkpoint:
+        state = checkpoint[which]
+    elif any(name in checkpoint for name in WHICH):
+        present = [name for name in WHICH if name in checkpoint]
+        raise DoraUserError(f"{source} has no '{which}' weights (it has: {', '.join(present)})")
+    elif all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        state = checkpoint  # a bare state dict, e.g. DINO's released backbone files
+    else:
+        raise DoraUserError(
+            f"{source}: no 'teacher' or 'student' entry and not a bare state dict "
+            f"(top-level keys: {', '.join(sorted(map(str, checkpoint))[:12])})"
+        )
+    if not isinstance(state, dict) or not state:
+        raise DoraUserError(f"{source}: the '{which}' entry holds no weights")
+    return state
+
+
+def _rename(key: str, table: list[tuple[str, str]]) -> str | None:
+    for pattern, target in table:
+        if re.match(pattern, key):
+            return re.sub(pattern, target, key)
+    return None
+
+
+def split_reference_keys(state: dict[str, torch.Tensor]) -> tuple[dict, dict, list[str]]:
+    """Strip `module.` and split into backbone and head weights in the project's names.
+
+    Returns (backbone, head, unknown keys). Keys without `backbone.`/`head.` prefixes are read as
+    backbone keys (DINO's released backbone-only files).
+    """
+    backbone, head, unknown = {}, {}, []
+    for raw_key, value in state.items():
+        key = raw_key[len("module.") :] if raw_key.startswith("module.") else raw_key
+        if key.startswith("head."):
+            name = _rename(key[len("head.") :], HEAD_RENAMES)
+            target = head
+        else:
+            name = _rename(key[len("backbone.") :] if key.startswith("backbone.") else key, BACKBONE_RENAMES)
+            target = backbone
+        if name is None:
+            unknown.append(raw_key)
+        else:
+            target[name] = value
+    return backbone, head, unknown
+
+
+def infer_config(backbone: dict, head: dict, num_attention_heads: int | None, **overrides) -> DoraConfig:
+    """Architecture from tensor shapes; heads default to DINO's 64 channels per head."""
+    hidden = backbone["embeddings.cls_token"].shape[-1]
+    patch = backbone["embeddings.patch_embeddings.projection.weight"].shape[-1]
+    grid = int(round((backbone["embeddings.position_embeddings"].shape[1] - 1) ** 0.5))
+    layers = 1 + max(int(k.split(".")[2]) for k in backbone if k.startswith("encoder.layer."))
+    values = dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=num_attention_heads or max(1, hidden // 64),
+        intermediate_size=backbone["encoder.layer.0.mlp.fc1.weight"].shape[0],
+        patch_size=patch,
+        image_size=grid * patch,
+        num_channels=backbone["embeddings.patch_embeddings.projection.weight"].shape[1],
+        qkv_bias="encoder.layer.0.attention.qkv.bias" in backbone,
+    )
+    if head:
+        linear = sorted(int(k.split(".")[1]) for k in head if k.startswith("mlp.") and k.endswith(".weight"))
+        values.update(
+            head_num_layers=len(linear),
+            head_hidden_dim=head[f"mlp.{linear[0]}.weight"].shape[0],
+            head_bottleneck_dim=head[f"mlp.{linear[-1]}.weight"].shape[0],
+            head_out_dim=head["last_layer.direction"].shape[0],
+        )
+    values.update(overrides)
+    values["num_objects"] = min(values.get("num_objects", 3), values["num_attention_heads"])
+    return DoraConfig(**values)
+
+
+def convert_reference_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    which: str = "teacher",
+    num_attention_heads: int | None = None,
+    backbone_only: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Convert and save; the folder appears only once it is complete."""
+    if which not in WHICH:
+        raise DoraUserError(f"--which must be one of {WHICH}, got {which!r}")
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not overwrite:
+        raise DoraUserError(f"output folder already exists: {output_dir} (pass --overwrite to replace it)")
+    source = str(checkpoint_path)
+    state = select_state_dict(load_reference_checkpoint(checkpoint_path), which, source)
+    backbone, head, unknown = split_reference_keys(state)
+    if unknown:
+        raise DoraUserError(f"{source}: {len(unknown)} key(s) with no DoRA equivalent: {', '.join(unknown)}")
+    if "embeddings.cls_token" not in backbone:
+        raise DoraUserError(f"{source}: no ViT backbone weights found (no 'cls_token')")
+    if not head and not backbone_only:
+        raise DoraUserError(
+            f"{source}: the '{which}' weights have no projection head ('head.*' keys); "
+            "pass --backbone-only to convert the backbone alone"
+        )
+
+    config = infer_config(backbone, head if not backbone_only else {}, num_attention_heads)
+    if backbone_only:
+        model = DoraModel(config)
+        weights = backbone
+    else:
+        model = DoraForPreTraining(config)
+        weights = {f"dora.{k}": v for k, v in backbone.items()} | {f"projection_head.{k}": v for k, v in head.items()}
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    if missing:
+        raise DoraUserError(f"{source}: {len(missing)} weight(s) missing for this architecture: {', '.join(missing)}")
+    mismatched = [
+        f"{k} {tuple(v.shape)} vs expected {tuple(expected[k].shape)}"
+        for k, v in weights.items()
+        if tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    if mismatched:
+        raise DoraUserError(f"{source}: shape mismatch: {'; '.join(mismatched)}")
+    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
+    model.eval()
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        model.save_pretrained(staging)
+        DoraImageProcessor(crop_size={"height": config.image_size, "width": config.image_size}).save_pretrained(staging)
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        staging.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="reference .pth file (DoRA/DINO layout)")
+    parser.add_argument("--out", required=True, help="folder to write the transformers model to")
+    parser.add_argument("--which", choices=WHICH, default="teacher", help="network to convert (default: teacher)")
+    parser.add_argument("--num-heads", type=int, default=None, help="attention heads (default: width / 64)")
+    parser.add_argument("--backbone-only", action="store_true", help="convert a checkpoint without projection head")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = convert_reference_checkpoint(
+        args.checkpoint,
+        args.out,
+        which=args.which,
+        num_attention_heads=args.num_heads,
+        backbone_only=args.backbone_only,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {out} ({args.which} of {args.checkpoint}); load it with AutoModel.from_pretrained({str(out)!r})")
+    return 0
