@@ -15,6 +15,7 @@ from .errors import DoraUserError
 # name -> (module, one-line help). Modules are imported when the parser is built.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert-reference": ("dora_hf.convert", "convert a reference DoRA/DINO checkpoint (.pth) to a transformers folder"),
+    "prepare-data": ("dora_hf.data.prepare", "decode long videos once into streamable parquet frame shards"),
 }
 
 

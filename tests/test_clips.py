@@ -1,0 +1,402 @@
+"""The streaming clip reader against plain enumerations of the clips a prepared dataset holds.
+
+Every frame is a flat JPEG whose red channel encodes its row within the video (4 * row) and whose
+green channel encodes the video, so a decoded clip shows which frames it really holds.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from datasets import Features, Image, Value
+from PIL import Image as PILImage
+
+from conftest import read_frame_index
+from dora_hf.data.clips import ClipStream, collate_clips
+from dora_hf.errors import DoraUserError
+
+FEATURES = Features(
+    {
+        "image": Image(),
+        "video_id": Value("string"),
+        "frame_index": Value("int64"),
+        "timestamp": Value("float64"),
+        "source_fps": Value("float64"),
+        "keep_every": Value("int32"),
+        "width": Value("int32"),
+        "height": Value("int32"),
+    }
+)
+GREEN = {"a": 40, "b": 200, "c": 120}
+VIDEOS = {"a": 60, "b": 45}  # kept frames per video
+KEEP_EVERY = 10
+T, STEP = 4, 60  # 4 frames, 60 source frames apart = 6 kept rows apart; one clip spans 19 rows
+
+
+def jpeg(row: int, video: str, size: tuple[int, int] = (32, 24)) -> bytes:
+    pixels = np.zeros((size[1], size[0], 3), np.uint8)
+    pixels[..., 0] = 4 * row
+    pixels[..., 1] = GREEN[video]
+    out = io.BytesIO()
+    PILImage.fromarray(pixels).save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+def make_rows(videos: dict[str, int], keep_every: int = KEEP_EVERY, fps: float = 60.0) -> list[dict]:
+    return [
+        {
+            "image": {"bytes": jpeg(r, v), "path": None},
+            "video_id": v,
+            "frame_index": r * keep_every,
+            "timestamp": r * keep_every / fps,
+            "source_fps": fps,
+            "keep_every": keep_every,
+            "width": 32,
+            "height": 24,
+        }
+        for v, n in videos.items()
+        for r in range(n)
+    ]
+
+
+def write_dataset(folder: Path, rows: list[dict], num_shards: int) -> Path:
+    """Shards in the prepared format, split by row count (so videos straddle shard boundaries)."""
+    (folder / "data").mkdir(parents=True)
+    for i, part in enumerate(np.array_split(np.arange(len(rows)), num_shards)):
+        columns = {k: [rows[j][k] for j in part] for k in FEATURES}
+        path = folder / "data" / f"train-{i:05d}-of-{num_shards:05d}.parquet"
+        datasets.Dataset.from_dict(columns, features=FEATURES).to_parquet(str(path))
+    return folder
+
+
+def expected_clips(
+    videos: dict[str, int], frames: int = T, step: int = STEP, keep_every: int = KEEP_EVERY, stride: int = 1
+) -> list[tuple[str, tuple[int, ...]]]:
+    """Every valid clip, plainly: each kept frame with room for the clip after it starts one."""
+    k = step // keep_every
+    return [
+        (v, tuple((r + i * k) * keep_every for i in range(frames)))
+        for v, n in videos.items()
+        for r in range(0, n - (frames - 1) * k)
+        if r % stride == 0
+    ]
+
+
+def key(sample: dict) -> tuple[str, tuple[int, ...]]:
+    return sample["video_id"], tuple(sample["frame_indices"].tolist())
+
+
+@pytest.fixture(scope="module")
+def four_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("wt") / "prepared", make_rows(VIDEOS), 4)
+
+
+def stream(folder: Path, **kwargs) -> ClipStream:
+    kwargs = {"frames_per_clip": T, "clip_step": STEP, "shuffle_buffer": 16, **kwargs}
+    return ClipStream.from_source(folder, **kwargs)
+
+
+# ---- clip contents ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_shards", [1, 4, 11])
+def test_unshuffled_clips_are_the_plain_enumeration_with_the_right_pixels(tmp_path: Path, num_shards: int) -> None:
+    # 11 shards of about 10 rows are shorter than one clip's 19-row span: clips read on over
+    # several later shards.
+    folder = write_dataset(tmp_path / "d", make_rows(VIDEOS), num_shards)
+    samples = list(stream(folder, shuffle=False))
+    assert [key(s) for s in samples] == expected_clips(VIDEOS)
+    for s in samples:
+        assert s["frames"].dtype == torch.uint8 and s["frames"].shape == (T, 3, 24, 32)
+        assert s["start_frame"] == s["frame_indices"][0].item()
+        red = s["frames"][:, 0].float().mean(dim=(1, 2))
+        green = s["frames"][:, 1].float().mean(dim=(1, 2))
+        assert torch.round(red / 4).long().tolist() == [f // KEEP_EVERY for f in key(s)[1]]
+        assert (green - GREEN[s["video_id"]]).abs().max() < 4
+
+
+def test_clip_step_seconds_rounds_to_a_multiple_of_keep_every(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = write_dataset(tmp_path / "d", make_rows(VIDEOS, fps=59.94), 2)
+    with caplog.at_level(logging.INFO, logger="dora_hf.data.clips"):
+        got = [key(s) for s in stream(folder, clip_step=None, clip_step_seconds=1.0, shuffle=False)]
+    assert got == expected_clips(VIDEOS, step=60)  # 59.94 source frames -> 60
+    said = [r.getMessage() for r in caplog.records if "clip_step_seconds" in r.getMessage()]
+    assert sorted(m.split("'")[1] for m in said) == ["a", "b"]  # once per video, not per shard
+    assert "rounded to 60" in said[0]
+    got = [key(s) for s in stream(folder, clip_step=None, clip_step_seconds=0.3, shuffle=False)]
+    assert got == expected_clips(VIDEOS, step=20)  # 17.98 -> 20, the nearest multiple of 10
+
+
+def test_clip_stride_thins_the_starts(four_shards: Path) -> None:
+    got = [key(s) for s in stream(four_shards, shuffle=False, clip_stride=3)]
+    assert got == expected_clips(VIDEOS, stride=3)
+
+
+def test_single_frame_clips(four_shards: Path) -> None:
+    got = [key(s) for s in stream(four_shards, shuffle=False, frames_per_clip=1)]
+    assert got == expected_clips(VIDEOS, frames=1)
+
+
+def test_reads_what_prepare_data_writes(synthetic_video: Path, tmp_path: Path) -> None:
+    from dora_hf.data.prepare import PrepareOptions, prepare_dataset
+
+    options = PrepareOptions(clip_step=30, keep_every=5, frames_per_clip=4, short_side=96, frames_per_shard=15)
+    prepare_dataset([synthetic_video], tmp_path / "prepared", options, progress=False, log=None)
+    samples = list(ClipStream.from_source(tmp_path / "prepared", frames_per_clip=4, clip_step=30, shuffle=False))
+    kept = 200 // 5
+    assert [s["start_frame"] for s in samples] == [5 * r for r in range(kept - 3 * 6)]
+    for s in samples:
+        shown = [read_frame_index(frame.permute(1, 2, 0).numpy()) for frame in s["frames"]]
+        assert shown == s["frame_indices"].tolist() == [s["start_frame"] + 30 * i for i in range(4)]
+
+
+# ---- one epoch: no loss, no duplicate, across ranks and workers -----------------------------------
+
+
+def test_shuffled_epoch_holds_every_clip_once_and_is_not_in_time_order(four_shards: Path) -> None:
+    got = [key(s) for s in stream(four_shards, seed=3)]
+    assert Counter(got) == Counter(expected_clips(VIDEOS))
+    assert got != expected_clips(VIDEOS)
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_split_the_epoch_disjointly(four_shards: Path, world_size: int) -> None:
+    per_rank = [[key(s) for s in stream(four_shards, rank=r, world_size=world_size)] for r in range(world_size)]
+    everything = [clip for clips in per_rank for clip in clips]
+    assert Counter(everything) == Counter(expected_clips(VIDEOS))  # union is all, none twice
+    assert all(per_rank)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+@pytest.mark.parametrize("num_workers", [2, 5])
+def test_dataloader_workers_split_the_epoch_disjointly(four_shards: Path, num_workers: int) -> None:
+    # 5 workers for 4 shards: one worker has nothing to read and ends at once.
+    loader = torch.utils.data.DataLoader(
+        stream(four_shards), batch_size=5, num_workers=num_workers, collate_fn=collate_clips
+    )
+    got = [(v, tuple(f)) for b in loader for v, f in zip(b["video_id"], b["frame_indices"].tolist())]
+    assert Counter(got) == Counter(expected_clips(VIDEOS))
+
+
+def test_two_ranks_with_two_workers_each(four_shards: Path) -> None:
+    got = []
+    for rank in range(2):
+        loader = torch.utils.data.DataLoader(
+            stream(four_shards, rank=rank, world_size=2), batch_size=4, num_workers=2, collate_fn=collate_clips
+        )
+        got += [(v, tuple(f)) for b in loader for v, f in zip(b["video_id"], b["frame_indices"].tolist())]
+    assert Counter(got) == Counter(expected_clips(VIDEOS))
+
+
+# ---- order: deterministic per seed and epoch -----------------------------------------------------
+
+
+def test_order_is_fixed_by_seed_and_epoch(four_shards: Path) -> None:
+    first = [key(s) for s in stream(four_shards, seed=1)]
+    assert [key(s) for s in stream(four_shards, seed=1)] == first
+    assert [key(s) for s in stream(four_shards, seed=2)] != first
+    other_epoch = stream(four_shards, seed=1)
+    other_epoch.set_epoch(1)
+    second = [key(s) for s in other_epoch]
+    assert second != first and Counter(second) == Counter(first)
+    other_epoch.set_epoch(0)
+    assert [key(s) for s in other_epoch] == first
+
+
+def test_persistent_workers_follow_set_epoch(four_shards: Path) -> None:
+    def keys(loader: torch.utils.data.DataLoader) -> list:
+        return [(v, f) for b in loader for v, f in zip(b["video_id"], b["start_frame"].tolist())]
+
+    def loader(s: ClipStream, **kwargs) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(s, batch_size=4, num_workers=2, collate_fn=collate_clips, **kwargs)
+
+    persistent = stream(four_shards, seed=4)
+    workers = loader(persistent, persistent_workers=True)
+    first = keys(workers)
+    persistent.set_epoch(1)
+    second = keys(workers)
+    fresh = stream(four_shards, seed=4)
+    fresh.set_epoch(1)
+    assert second == keys(loader(fresh)) and second != first and Counter(second) == Counter(first)
+
+
+# ---- resume ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("epoch", [0, 2])
+def test_resume_continues_exactly_where_it_stopped(four_shards: Path, epoch: int) -> None:
+    reference = stream(four_shards, seed=5)
+    reference.set_epoch(epoch)
+    uninterrupted = [key(s) for s in reference]
+
+    interrupted = stream(four_shards, seed=5)
+    interrupted.set_epoch(epoch)
+    it = iter(interrupted)
+    head = [key(next(it)) for _ in range(7)]
+    state = json.loads(json.dumps(interrupted.state_dict()))
+
+    resumed = stream(four_shards, seed=5)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(epoch)  # what a training loop does when it re-enters the saved epoch
+    tail = [key(s) for s in resumed]
+    assert head + tail == uninterrupted
+    assert resumed.state_dict()["positions"] == [len(uninterrupted)]
+
+    resumed.set_epoch(epoch + 1)  # the next epoch starts from its beginning
+    assert len(list(resumed)) == len(uninterrupted)
+
+
+def test_resume_with_dataloader_workers_continues_the_batch_sequence(four_shards: Path) -> None:
+    def loader(s: ClipStream) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(s, batch_size=2, num_workers=2, collate_fn=collate_clips)
+
+    def keys(batch: dict) -> list:
+        return list(zip(batch["video_id"], batch["start_frame"].tolist()))
+
+    uninterrupted = [keys(b) for b in loader(stream(four_shards, seed=7))]
+
+    first = stream(four_shards, seed=7)
+    head = []
+    for batch in loader(first):
+        head.append(keys(batch))
+        first.mark_consumed(batch)
+        if len(head) == 3:
+            break
+    state = json.loads(json.dumps(first.state_dict()))
+    assert state["num_workers"] == 2 and sum(state["positions"]) == 6
+
+    resumed = stream(four_shards, seed=7)
+    resumed.load_state_dict(state)
+    assert head + [keys(b) for b in loader(resumed)] == uninterrupted
+
+    at_zero_workers = stream(four_shards, seed=7)
+    at_zero_workers.load_state_dict(state)
+    with pytest.raises(DoraUserError, match="2 data-loader worker"):
+        next(iter(at_zero_workers))
+
+
+def test_resume_refuses_a_changed_setup(four_shards: Path) -> None:
+    state = stream(four_shards, seed=1).state_dict()
+    with pytest.raises(DoraUserError, match="seed"):
+        stream(four_shards, seed=2).load_state_dict(state)
+    with pytest.raises(DoraUserError, match="world_size"):
+        stream(four_shards, seed=1, rank=1, world_size=2).load_state_dict(state)
+
+
+# ---- batching ---------------------------------------------------------------------------------
+
+
+def test_collate_stacks_clips_and_rejects_mixed_sizes(four_shards: Path) -> None:
+    samples = list(stream(four_shards, shuffle=False))[:3]
+    batch = collate_clips(samples)
+    assert batch["frames"].shape == (3, T, 3, 24, 32) and batch["frames"].dtype == torch.uint8
+    assert batch["frame_indices"].shape == (3, T) and batch["start_frame"].tolist() == [0, 10, 20]
+    odd = dict(samples[1], frames=torch.zeros(T, 3, 16, 16, dtype=torch.uint8))
+    with pytest.raises(DoraUserError, match="different shapes"):
+        collate_clips([samples[0], odd])
+
+
+# ---- sources ----------------------------------------------------------------------------------
+
+
+def test_hub_repo_ids_go_through_datasets_resolution(four_shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No network here: stand in for the hub with the local folder, checking what is asked for.
+    import huggingface_hub
+
+    from dora_hf.data import shard_source
+
+    asked = []
+    real = shard_source.datasets.load_dataset_builder
+
+    def fake_builder(path: str, revision: str | None = None):
+        asked.append((path, revision))
+        return real(str(four_shards) if path == "someone/wt-tiny" else path)
+
+    def fake_download(repo: str, **kwargs) -> str:
+        asked.append((repo, kwargs))
+        return str(four_shards)
+
+    monkeypatch.setattr(shard_source.datasets, "load_dataset_builder", fake_builder)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    clips = [key(s) for s in stream("someone/wt-tiny", revision="v1", shuffle=False)]
+    assert clips == expected_clips(VIDEOS) and asked == [("someone/wt-tiny", "v1")]
+    asked.clear()
+    assert len(list(stream("someone/wt-tiny", revision="v1", streaming=False))) == len(clips)
+    assert asked == [("someone/wt-tiny", {"repo_type": "dataset", "revision": "v1"}), (str(four_shards), None)]
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+
+
+def test_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(DoraUserError, match="not found.*nowhere"):
+        ClipStream.from_source(tmp_path / "nowhere")
+
+
+def test_folder_without_shards(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "data").mkdir(parents=True)
+    (tmp_path / "empty" / "README.md").write_text("# nothing here\n")
+    with pytest.raises(DoraUserError, match=r"empty.*no data shards"):
+        ClipStream.from_source(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("bad", [0, 2])
+def test_corrupt_shard_is_named(tmp_path: Path, bad: int) -> None:
+    folder = write_dataset(tmp_path / "d", make_rows(VIDEOS), 4)
+    shard = sorted((folder / "data").glob("*.parquet"))[bad]
+    shard.write_bytes(b"this is not parquet" * 100)
+    with pytest.raises(DoraUserError, match=shard.name):
+        list(stream(folder, shuffle=False))
+
+
+def test_corrupt_frame_names_shard_video_and_frame(tmp_path: Path) -> None:
+    rows = make_rows(VIDEOS)
+    rows[70]["image"] = {"bytes": b"\xff\xd8\xff garbage", "path": None}  # video b, row 10
+    folder = write_dataset(tmp_path / "d", rows, 4)
+    with pytest.raises(DoraUserError, match=r"train-00002-of-00004\.parquet: video 'b' frame_index 100"):
+        list(stream(folder, shuffle=False))
+
+
+def test_video_shorter_than_a_clip_warns_once_and_yields_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    videos = {"a": 60, "c": 12, "b": 45}  # c: 12 kept frames < 19 that one clip spans
+    folder = write_dataset(tmp_path / "d", make_rows(videos), 3)
+    with caplog.at_level(logging.WARNING, logger="dora_hf.data.clips"):
+        got = [key(s) for s in stream(folder, shuffle=False)]
+    assert got == expected_clips(VIDEOS)
+    warnings = [r.getMessage() for r in caplog.records if "'c'" in r.getMessage()]
+    assert len(warnings) == 1 and "12 kept frames" in warnings[0]
+    assert not [r for r in caplog.records if "'a'" in r.getMessage() or "'b'" in r.getMessage()]
+
+
+def test_step_must_be_a_multiple_of_keep_every(four_shards: Path) -> None:
+    with pytest.raises(DoraUserError, match=r"clip_step=55.*keep_every=10"):
+        next(iter(stream(four_shards, clip_step=55)))
+
+
+def test_gap_inside_a_video_is_an_error(tmp_path: Path) -> None:
+    rows = make_rows(VIDEOS)
+    del rows[30]
+    folder = write_dataset(tmp_path / "d", rows, 2)
+    with pytest.raises(DoraUserError, match=r"video 'a' goes from frame_index 290 .* to 310"):
+        list(stream(folder, shuffle=False))
+
+
+def test_bad_settings(four_shards: Path) -> None:
+    with pytest.raises(DoraUserError, match="world_size=5"):
+        stream(four_shards, world_size=5)
+    with pytest.raises(DoraUserError, match="not both"):
+        stream(four_shards, clip_step_seconds=1.0)
+    with pytest.raises(DoraUserError, match="frames_per_clip"):
+        stream(four_shards, frames_per_clip=0)
