@@ -16,6 +16,7 @@ from .errors import DoraUserError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert-reference": ("dora_hf.convert", "convert a reference DoRA/DINO checkpoint (.pth) to a transformers folder"),
     "prepare-data": ("dora_hf.data.prepare", "decode long videos once into streamable parquet frame shards"),
+    "export": ("dora_hf.export", "export a training checkpoint's teacher as a transformers model folder"),
 }
 
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .errors import DoraUserError
 from .modeling import DoraConfig, DoraForPreTraining, DoraImageProcessor, DoraModel
+from .staged_folder import staged_folder
 
 BACKBONE_RENAMES: list[tuple[str, str]] = [
     (r"^cls_token$", "embeddings.cls_token"),
@@ -180,17 +179,9 @@ def convert_reference_checkpoint(
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
     model.eval()
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
+    with staged_folder(output_dir, overwrite=overwrite) as staging:
         model.save_pretrained(staging)
-        DoraImageProcessor(crop_size={"height": config.image_size, "width": config.image_size}).save_pretrained(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        DoraImageProcessor.for_image_size(config.image_size).save_pretrained(staging)
     return output_dir
 
 

@@ -24,5 +24,13 @@ class DoraImageProcessor(PilBackend):
     do_normalize = True
     do_convert_rgb = True
 
+    @classmethod
+    def for_image_size(cls, image_size: int) -> "DoraImageProcessor":
+        """The same transform for a model of another input size (resize keeps DINO's 256/224 ratio)."""
+        return cls(
+            size={"shortest_edge": round(image_size * 256 / 224)},
+            crop_size={"height": image_size, "width": image_size},
+        )
+
 
 __all__ = ["DoraImageProcessor"]

@@ -1,0 +1,1 @@
+"""Downstream evaluation and pictures of what a DoRA model tracks."""

@@ -1,0 +1,67 @@
+"""`dora-hf export CHECKPOINT --out DIR`: a training checkpoint's teacher as a transformers folder.
+
+The folder holds the weights (`DoraForPreTraining`: backbone, projection head, tracking head),
+the configuration, the image processor, the modeling code for `trust_remote_code` users and a
+model card. It is written under a temporary name and renamed only when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from .cards import render_model_card
+from .errors import DoraUserError
+from .modeling import DoraConfig, DoraForPreTraining, DoraImageProcessor
+from .staged_folder import staged_folder
+from .training.checkpoints import CONFIG_FILE, RECIPE_FILE, RUN_STATE_FILE, resolve_checkpoint
+
+
+def load_teacher(checkpoint: Path) -> tuple[DoraForPreTraining, dict, int]:
+    """The teacher network, the run's recipe and its step, from a complete checkpoint folder.
+
+    A run's output folder stands for its latest complete checkpoint.
+    """
+    if (checkpoint / "checkpoints").is_dir():
+        checkpoint = resolve_checkpoint("latest", checkpoint)
+    else:
+        checkpoint = resolve_checkpoint(str(checkpoint), checkpoint)
+    missing = [name for name in (CONFIG_FILE, RECIPE_FILE, RUN_STATE_FILE) if not (checkpoint / name).is_file()]
+    if missing:
+        raise DoraUserError(f"{checkpoint} is not a DoRA training checkpoint: missing {', '.join(missing)}")
+    config = DoraConfig.from_dict(json.loads((checkpoint / CONFIG_FILE).read_text()))
+    recipe = json.loads((checkpoint / RECIPE_FILE).read_text())
+    state = torch.load(checkpoint / RUN_STATE_FILE, map_location="cpu", weights_only=True)
+    teacher = DoraForPreTraining(config)
+    teacher.load_state_dict(state["teacher"])
+    return teacher.eval(), recipe, int(state["step"])
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False, repo_id: str | None = None) -> Path:
+    """Write the teacher of `checkpoint` as a transformers model folder at `out_dir`."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise DoraUserError(f"output folder already exists: {out_dir} (pass --overwrite to replace it)")
+    teacher, recipe, step = load_teacher(Path(checkpoint))
+    with staged_folder(out_dir, overwrite=overwrite) as staging:
+        teacher.save_pretrained(staging)
+        DoraImageProcessor.for_image_size(teacher.config.image_size).save_pretrained(staging)
+        card = render_model_card(teacher.config, recipe, step, repo_id=repo_id or out_dir.name, model_name=out_dir.name)
+        card.save(staging / "README.md")
+    return out_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a checkpoint folder (OUTPUT_DIR/checkpoints/step_N), or OUTPUT_DIR for its latest")
+    parser.add_argument("--out", required=True, help="folder to write the model to")
+    parser.add_argument("--repo-id", default=None, help="hub id to show in the model card's snippets")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = export_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite, repo_id=args.repo_id)
+    print(f"exported {out}; load it with AutoModel.from_pretrained({str(out)!r})")
+    return 0

@@ -1,0 +1,144 @@
+"""One DoRA training step, readable top to bottom (DINO's `train_one_epoch` body, batched).
+
+Per step, for a batch of B clips of T frames: one teacher forward over the B*T global views
+(with tracker features), one tracking-head call over all clips, frames and objects, one student
+call over the k*B*T masked views and the L*B*T local views, the loss as batched tensor maths,
+backward, per-parameter clipping, the frozen last layer in early epochs, the optimiser step with
+this step's learning rate and weight decay, and the EMA teacher update. No Python loop over
+frames, objects or crops, and no host sync inside the step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..data.views import ClipViews, DoraViews
+from ..loss import DoraLoss
+from ..modeling import DoraForPreTraining, DoraTrackingOutput
+from .ema import ema_update_
+from .gradients import cancel_last_layer_gradients_, clip_gradients_per_parameter_
+from .optimizer import set_optimizer_hyperparameters_
+from .schedules import DoraSchedules
+
+
+class MultiViewStudent(nn.Module):
+    """The student as one module call over both resolutions.
+
+    The backbone runs once per resolution (masked views at the global size, local views at the
+    local size with interpolated position embeddings) and the projection head once over both,
+    so DDP sees a single forward per step.
+    """
+
+    def __init__(self, model: DoraForPreTraining):
+        super().__init__()
+        self.model = model
+
+    def forward(self, masked_views: torch.Tensor, local_views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = [self.model.dora(pixel_values=masked_views).pooler_output]
+        if local_views.numel():
+            features.append(self.model.dora(pixel_values=local_views, interpolate_pos_encoding=True).pooler_output)
+        logits = self.model.projection_head(torch.cat(features))
+        masked_logits, local_logits = logits.split([masked_views.shape[0], local_views.shape[0]])
+        return masked_logits, local_logits
+
+
+@dataclass
+class StepOutput:
+    """What a step returns; tensors stay on the device (read them only when logging)."""
+
+    loss: torch.Tensor
+    learning_rate: float
+    weight_decay: float
+    teacher_momentum: float
+    tracks: DoraTrackingOutput | None = None
+
+
+class DoraTrainingStep:
+    """Holds what a step needs and runs it; `accelerator` is an `accelerate.Accelerator`.
+
+    `student` is the (possibly DDP-wrapped) `MultiViewStudent`; `student_model` and `teacher` are
+    the bare `DoraForPreTraining` networks, paired by parameter name for the EMA.
+    """
+
+    def __init__(
+        self,
+        *,
+        accelerator,
+        student: nn.Module,
+        student_model: DoraForPreTraining,
+        teacher: DoraForPreTraining,
+        loss_fn: DoraLoss,
+        optimizer: torch.optim.Optimizer,
+        schedules: DoraSchedules,
+        views: ClipViews,
+        steps_per_epoch: int,
+        clip_grad: float = 3.0,
+        freeze_last_layer: float = 1.0,
+        seed: int = 0,
+    ):
+        self.accelerator = accelerator
+        self.student = student
+        self.student_model = student_model
+        self.teacher = teacher
+        self.loss_fn = loss_fn
+        self.optimizer = optimizer
+        self.schedules = schedules
+        self.views = views
+        self.steps_per_epoch = steps_per_epoch
+        self.clip_grad = clip_grad
+        self.freeze_last_layer = freeze_last_layer
+        # CPU generators: view parameters and tracked heads are drawn on the host, so the step
+        # never waits on the device for a random number; offset by rank so ranks differ.
+        rank = accelerator.process_index
+        self.view_generator = torch.Generator().manual_seed(seed * 1000 + 2 * rank)
+        self.head_generator = torch.Generator().manual_seed(seed * 1000 + 2 * rank + 1)
+
+    def make_views(self, frames: torch.Tensor) -> DoraViews:
+        """Views built on the frames' device (the accelerator when there is one)."""
+        return self.views(frames, self.view_generator)
+
+    def __call__(self, frames: torch.Tensor, step: int, return_tracks: bool = False) -> StepOutput:
+        """Run one optimisation step on a batch of uint8 clips `(B, T, 3, H, W)`."""
+        epoch = step / self.steps_per_epoch
+        learning_rate = self.schedules.learning_rate(step)
+        weight_decay = self.schedules.weight_decay(step)
+        momentum = self.schedules.teacher_momentum(step)
+        set_optimizer_hyperparameters_(self.optimizer, learning_rate, weight_decay)
+
+        views = self.make_views(frames.to(self.accelerator.device, non_blocking=True))
+        global_views, local_views = views.global_views, views.local_views
+        batch, frames_per_clip = global_views.shape[:2]
+
+        with self.accelerator.autocast():
+            # Teacher: every frame's full global view, plus what the tracking head reads.
+            with torch.no_grad():
+                teacher_out = self.teacher(global_views.flatten(0, 1), output_tracker_features=True)
+                tracks = self.teacher.tracking_head(
+                    teacher_out.tracker_features, global_views, generator=self.head_generator
+                )
+            teacher_logits = teacher_out.logits.unflatten(0, (batch, frames_per_clip))
+
+            # Student: the k masked views of every frame and its L local views, one call.
+            masked_logits, local_logits = self.student(tracks.masked_views.flatten(0, 2), local_views.flatten(0, 2))
+            masked_logits = masked_logits.unflatten(0, tracks.masked_views.shape[:3])
+            local_logits = local_logits.unflatten(0, local_views.shape[:3])
+            loss = self.loss_fn(teacher_logits, masked_logits, local_logits, epoch)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        if self.clip_grad:
+            self.accelerator.unscale_gradients(self.optimizer)
+            clip_gradients_per_parameter_(self.student_model.parameters(), self.clip_grad)
+        cancel_last_layer_gradients_(self.student_model, epoch, self.freeze_last_layer)
+        self.optimizer.step()
+        ema_update_(self.teacher, self.student_model, momentum)
+        return StepOutput(
+            loss=loss.detach(),
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            teacher_momentum=momentum,
+            tracks=tracks if return_tracks else None,
+        )
