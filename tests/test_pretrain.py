@@ -179,6 +179,13 @@ def test_recipe_errors_name_the_key(tmp_path):
         build_views(load_recipe(None, {"views": {"global_sise": 3}}))
 
 
+def test_missing_tracker_package_is_a_clear_error(tiny_frames_dataset, tmp_path, monkeypatch):
+    real_find_spec = loop_module.importlib.util.find_spec
+    monkeypatch.setattr(loop_module.importlib.util, "find_spec", lambda name: None if name == "wandb" else real_find_spec(name))
+    with pytest.raises(DoraUserError, match="report_to wandb needs the wandb package"):
+        loop_module.make_accelerator(tiny_recipe(tiny_frames_dataset, tmp_path / "run", report_to="wandb"), cpu=True)
+
+
 def test_shipped_recipes_load():
     for name in ("vits16_wt_venice", "vits16_wt_all", "demo_cpu"):
         recipe = load_recipe(REPO_ROOT / "training_scripts" / "configs" / f"{name}.yaml")

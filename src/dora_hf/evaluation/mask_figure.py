@@ -2,7 +2,8 @@
 
 One column per frame; the top row shows the frames, then one row per object with its mask tinted
 in the object's colour, then all objects together, so a person can see at a glance whether each
-track stays on the same thing.
+track stays on the same thing. Optionally, one more row per attention head shows the last
+block's [CLS] attention (DINO's attention maps).
 """
 
 from __future__ import annotations
@@ -15,16 +16,15 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from ..modeling import DoraForPreTraining, DoraTrackingOutput
+from .overlays import exclusive, heat_overlay, object_colours, resize_frames, resize_maps, tint
 
-OBJECT_COLOURS = np.array(
-    [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230)],
-    dtype=np.float32,
-)
 IMAGENET_MEAN = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
 
 
-def clip_to_pixel_values(frames: torch.Tensor, size: int) -> torch.Tensor:
+def clip_to_pixel_values(
+    frames: torch.Tensor, size: int, mean: torch.Tensor = IMAGENET_MEAN, std: torch.Tensor = IMAGENET_STD
+) -> torch.Tensor:
     """uint8 frames `(T, 3, H, W)` to normalised `(1, T, 3, size, size)`: short side to `size`, centre crop."""
     video = frames.float() / 255.0
     height, width = video.shape[-2:]
@@ -33,22 +33,15 @@ def clip_to_pixel_values(frames: torch.Tensor, size: int) -> torch.Tensor:
     resized = F.interpolate(video, size=new_size, mode="bilinear", align_corners=False, antialias=True)
     top, left = (resized.shape[-2] - size) // 2, (resized.shape[-1] - size) // 2
     crop = resized[..., top : top + size, left : left + size].clamp(0, 1)
-    return ((crop - IMAGENET_MEAN) / IMAGENET_STD).unsqueeze(0)
+    return ((crop - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)).unsqueeze(0)
 
 
-def to_uint8_frames(pixel_values: torch.Tensor) -> np.ndarray:
+def to_uint8_frames(
+    pixel_values: torch.Tensor, mean: torch.Tensor = IMAGENET_MEAN, std: torch.Tensor = IMAGENET_STD
+) -> np.ndarray:
     """Normalised `(T, 3, H, W)` back to `(T, H, W, 3)` uint8."""
-    frames = (pixel_values.cpu().float() * IMAGENET_STD + IMAGENET_MEAN).clamp(0, 1)
+    frames = (pixel_values.cpu().float() * std.view(1, 3, 1, 1) + mean.view(1, 3, 1, 1)).clamp(0, 1)
     return (frames.permute(0, 2, 3, 1).numpy() * 255.0).round().astype(np.uint8)
-
-
-def tint(frames: np.ndarray, masks: np.ndarray, colours: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """Blend each mask `(k, T, H, W)` in its colour `(k, 3)` over frames `(T, H, W, 3)`."""
-    out = frames.astype(np.float32)
-    for mask, colour in zip(masks, colours):
-        weight = mask[..., None].astype(np.float32) * alpha
-        out = out * (1 - weight) + colour * weight
-    return out.clip(0, 255).astype(np.uint8)
 
 
 def render_tracking_figure(
@@ -67,12 +60,60 @@ def render_tracking_figure(
         )
     originals = to_uint8_frames(pixel_values[0])
     masks = tracks.masks[0].cpu().numpy()  # (k, T, H, W)
+    canvas = draw_tracking_grid(originals, masks, tracks.head_indices.tolist(), scores=tracking_scores(tracks))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path, tracks
+
+
+def tracking_scores(tracks: DoraTrackingOutput) -> np.ndarray:
+    """`(k, T, H, W)` how strongly each object of the first clip claims each pixel.
+
+    The objects' attention, L2-normalised over patches as the masks were thresholded, repeated
+    over each patch's pixels like the masks; used to colour pixels that several masks cover.
+    """
+    attention = tracks.cross_attention[0].float()
+    normalized = attention / attention.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    maps = normalized.reshape(*normalized.shape[:2], *tracks.patch_masks.shape[-2:])
+    return F.interpolate(maps, size=tuple(tracks.masks.shape[-2:]), mode="nearest").cpu().numpy()
+
+
+def draw_tracking_grid(
+    frames: np.ndarray,
+    masks: np.ndarray,
+    heads: list[int],
+    attention: np.ndarray | None = None,
+    tile: int | None = None,
+    scores: np.ndarray | None = None,
+) -> Image.Image:
+    """The figure: frames `(T, S, S, 3)` uint8, masks `(k, T, S, S)` bool, the heads that found them.
+
+    Args:
+        attention: optional `(T, h, S, S)` [CLS] attention maps, one extra row per head.
+        tile: side of each picture in the figure (default: the frames' size).
+        scores: optional `(k, T, S, S)` (see `tracking_scores`): in the "all objects" row a pixel
+            covered by several masks takes the colour of its strongest object only.
+    """
+    size = tile or frames.shape[1]
+    originals = resize_frames(frames, size)
     k, count = masks.shape[0], masks.shape[1]
-    colours = OBJECT_COLOURS[np.arange(k) % len(OBJECT_COLOURS)]
-    heads = tracks.head_indices.tolist()
+    masks = resize_maps(masks.reshape(k * count, *masks.shape[2:]), size).reshape(k, count, size, size)
+    combined = masks
+    if scores is not None:
+        scores = resize_maps(scores.reshape(k * count, *scores.shape[2:]), size, nearest=True)
+        combined = exclusive(masks, scores.reshape(k, count, size, size))
+    colours = object_colours(k)
     rows = [("frames", originals, (0, 0, 0))]
-    rows += [(f"object {j + 1}\n(head {heads[j]})", tint(originals, masks[j : j + 1], colours[j : j + 1]), colours[j]) for j in range(k)]
-    rows.append(("all objects", tint(originals, masks, colours, alpha=0.45), (0, 0, 0)))
+    rows += [
+        (f"object {j + 1}\n(head {heads[j]})", tint(originals, masks[j : j + 1], colours[j : j + 1]), colours[j])
+        for j in range(k)
+    ]
+    rows.append(("all objects", tint(originals, combined, colours, alpha=0.5 if scores is not None else 0.45), (0, 0, 0)))
+    if attention is not None:
+        for head in range(attention.shape[1]):
+            maps = resize_maps(attention[:, head], size)
+            rows.append((f"attention\nhead {head}", np.stack([heat_overlay(f, m) for f, m in zip(originals, maps)]), (0, 0, 0)))
 
     label_w, header_h, gap = 84, 16, 3
     canvas = Image.new("RGB", (label_w + count * (size + gap), header_h + len(rows) * (size + gap)), "white")
@@ -84,7 +125,4 @@ def render_tracking_figure(
         draw.multiline_text((4, y + size // 2 - 10), label, fill=tuple(int(c) for c in colour))
         for t in range(count):
             canvas.paste(Image.fromarray(images[t]), (label_w + t * (size + gap), y))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path, tracks
+    return canvas

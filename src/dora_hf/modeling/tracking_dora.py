@@ -204,7 +204,10 @@ class DoraTrackingHead(nn.Module):
     def draw_heads(self, generator: torch.Generator | None = None, device: torch.device | None = None) -> torch.Tensor:
         """`k` distinct heads drawn uniformly (one draw per step, shared by the batch)."""
         heads = torch.randperm(self.num_heads, generator=generator)[: self.num_objects]
-        return heads.to(device) if device is not None else heads
+        if device is None or torch.device(device).type == "cpu":
+            return heads
+        # From pinned memory the copy is queued on the stream instead of blocking the host.
+        return heads.pin_memory().to(device, non_blocking=True)
 
     def forward(
         self,

@@ -8,6 +8,7 @@ The step itself is in `step.py`; this file is the wiring around it that a launch
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import shutil
 import time
@@ -32,6 +33,9 @@ from .optimizer import build_optimizer
 from .recipe import PretrainRecipe
 from .schedules import DoraSchedules
 from .step import DoraTrainingStep, MultiViewStudent
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
 
 
 class TrainingDiverged(DoraUserError):
@@ -107,6 +111,9 @@ def make_accelerator(recipe: PretrainRecipe, cpu: bool = False) -> Accelerator:
     if mixed_precision == "fp16" and not torch.cuda.is_available():
         raise DoraUserError("mixed_precision fp16 needs a CUDA device; use bf16 or no on CPU")
     log_with = None if recipe.report_to == "none" else recipe.report_to
+    package = TRACKER_PACKAGES.get(recipe.report_to)  # "all" logs to whichever trackers are installed
+    if package and importlib.util.find_spec(package) is None:
+        raise DoraUserError(f"--report_to {recipe.report_to} needs the {package} package: pip install {package}")
     return Accelerator(mixed_precision=mixed_precision, log_with=log_with, project_dir=recipe.output_dir, cpu=cpu)
 
 

@@ -62,7 +62,6 @@ class PretrainRecipe:
     report_to: str = "none"
     logging_steps: int = 10
     export_dir: str | None = None
-    compile: bool = False
 
     def validate(self) -> None:
         if not self.dataset:

@@ -1,0 +1,270 @@
+"""`dora-hf eval knn|linear|davis`: downstream evaluation of a frozen encoder.
+
+k-NN and linear probing on any Hugging Face image-classification dataset (hub id or local
+folder, optionally streamed), DAVIS-2017 video object segmentation by label propagation. Each
+writes a results JSON (`results.py`) that can be added to a model card's results table.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from ..errors import DoraUserError
+from .backbone import Backbone, load_backbone
+from .davis import DAVIS_SHORT_SIDE, BackbonePatchFeatures, evaluate_davis
+from .davis_folder import read_davis
+from .features import FeatureSet, default_cache_dir, load_or_extract_features
+from .image_dataset import ImageSplit, open_image_split
+from .knn import DINO_K_VALUES, DINO_TEMPERATURE, knn_votes, ranked_classes
+from .label_propagation import PropagationSettings
+from .linear_probe import LinearProbeSettings, train_linear_probe
+from .metric_modules import TOPK_ACCURACY, load_metric
+from .results import make_results, write_results
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    tasks = parser.add_subparsers(dest="eval_task", metavar="TASK")
+    tasks.required = True
+
+    knn = tasks.add_parser("knn", help="weighted k-NN classification of frozen [CLS] features (DINO protocol)")
+    _model_arguments(knn)
+    _dataset_arguments(knn)
+    knn.add_argument(
+        "--k", type=int, nargs="+", default=list(DINO_K_VALUES), help="neighbour counts (default: 10 20 100 200)"
+    )
+    knn.add_argument("--temperature", type=float, default=DINO_TEMPERATURE, help="vote weight exp(similarity / T) (default: 0.07)")
+    _output_arguments(knn, "eval-knn.json")
+    knn.set_defaults(_eval=run_knn)
+
+    linear = tasks.add_parser("linear", help="linear classifier trained on frozen features")
+    _model_arguments(linear)
+    _dataset_arguments(linear)
+    linear.add_argument(
+        "--n-last-blocks", type=int, default=1,
+        help="concatenate the normalised [CLS] tokens of the last N blocks (DINO uses 4 for ViT-S/16)",
+    )
+    linear.add_argument("--epochs", type=int, default=LinearProbeSettings.epochs)
+    linear.add_argument(
+        "--lr", type=float, default=LinearProbeSettings.learning_rate, help="SGD learning rate (cosine schedule)"
+    )
+    linear.add_argument("--train-batch-size", type=int, default=LinearProbeSettings.batch_size)
+    linear.add_argument("--weight-decay", type=float, default=LinearProbeSettings.weight_decay)
+    linear.add_argument("--seed", type=int, default=0)
+    _output_arguments(linear, "eval-linear.json")
+    linear.set_defaults(_eval=run_linear)
+
+    davis = tasks.add_parser("davis", help="DAVIS-2017 video object segmentation by label propagation (J&F)")
+    _model_arguments(davis)
+    davis.add_argument("--davis-root", required=True, type=Path, help="folder with JPEGImages/, Annotations/, ImageSets/")
+    davis.add_argument("--split", default="val", help="ImageSets/2017/<split>.txt (default: val)")
+    davis.add_argument("--resolution", default="480p")
+    davis.add_argument("--sequences", nargs="+", default=None, help="evaluate only these sequences")
+    davis.add_argument(
+        "--short-side", type=int, default=DAVIS_SHORT_SIDE, help="frames are resized to this short side (default: 480)"
+    )
+    davis.add_argument(
+        "--context-frames", type=int, default=PropagationSettings.context_frames,
+        help="previous frames in the queue, besides the first (default: 20)",
+    )
+    davis.add_argument(
+        "--top-k", type=int, default=PropagationSettings.top_k, help="source patches per target patch (default: 7)"
+    )
+    davis.add_argument(
+        "--radius", type=int, default=PropagationSettings.radius,
+        help="spatial neighbourhood in patches, 0 = none (default: 12)",
+    )
+    davis.add_argument("--temperature", type=float, default=PropagationSettings.temperature, help="(default: 0.7)")
+    davis.add_argument("--save-masks", type=Path, default=None, help="also write the predicted masks as DAVIS PNGs here")
+    _output_arguments(davis, "eval-davis.json")
+    davis.set_defaults(_eval=run_davis)
+
+
+def run(args: argparse.Namespace) -> int:
+    results = args._eval(args)
+    path = write_results(results, args.out)
+    for metric in results["metrics"]:
+        print(f"{metric['name']}: {100 * metric['value']:.2f}")
+    print(f"results: {path}")
+    return 0
+
+
+def run_knn(args: argparse.Namespace) -> dict:
+    if any(k < 1 for k in args.k) or not args.temperature > 0:
+        raise DoraUserError("--k values must be >= 1 and --temperature > 0")
+    backbone = _backbone(args)
+    train, test, train_split, test_split = _train_test_features(backbone, args, n_last_blocks=1)
+    num_classes = len(train.class_names)
+    votes = knn_votes(train.features, train.labels, test.features, num_classes, tuple(args.k), args.temperature)
+    accuracy = load_metric(TOPK_ACCURACY)
+    per_k, metrics = {}, []
+    for k in args.k:
+        scores = accuracy.compute(
+            predictions=ranked_classes(votes[k]).tolist(), references=test.labels.tolist(), top_k=[1, 5]
+        )
+        per_k[str(k)] = {**scores, "neighbours": min(k, len(train))}
+        args_k = {"k": k, "temperature": args.temperature}
+        metrics.append({"type": "accuracy", "name": f"k-NN top-1 (k={k})", "value": scores["top1"], "args": args_k})
+    return make_results(
+        task="knn",
+        task_type="image-classification",
+        task_name="k-NN classification (frozen features)",
+        model=backbone.name,
+        model_revision=backbone.revision,
+        dataset=_dataset_record(args, train_split, test_split, len(train), len(test), num_classes),
+        metrics=metrics,
+        settings={"k": args.k, "temperature": args.temperature, "feature": "final-LayerNorm [CLS], L2-normalised"},
+        details={"per_k": per_k},
+    )
+
+
+def run_linear(args: argparse.Namespace) -> dict:
+    if args.n_last_blocks < 1 or args.epochs < 1:
+        raise DoraUserError("--n-last-blocks and --epochs must be >= 1")
+    backbone = _backbone(args)
+    train, test, train_split, test_split = _train_test_features(backbone, args, n_last_blocks=args.n_last_blocks)
+    num_classes = len(train.class_names)
+    settings = LinearProbeSettings(
+        epochs=args.epochs, batch_size=args.train_batch_size, learning_rate=args.lr,
+        weight_decay=args.weight_decay, seed=args.seed,
+    )
+    probe = train_linear_probe(train.features, train.labels, num_classes, settings, device=backbone.device)
+    accuracy = load_metric(TOPK_ACCURACY)
+    scores = accuracy.compute(
+        predictions=ranked_classes(probe.logits(test.features)).tolist(), references=test.labels.tolist(), top_k=[1, 5]
+    )
+    train_scores = accuracy.compute(
+        predictions=ranked_classes(probe.logits(train.features)).tolist(), references=train.labels.tolist(), top_k=[1]
+    )
+    probe_args = {"n_last_blocks": args.n_last_blocks, "epochs": args.epochs, "lr": args.lr}
+    return make_results(
+        task="linear",
+        task_type="image-classification",
+        task_name="Linear probing (frozen features)",
+        model=backbone.name,
+        model_revision=backbone.revision,
+        dataset=_dataset_record(args, train_split, test_split, len(train), len(test), num_classes),
+        metrics=[
+            {"type": "accuracy", "name": "Linear probe top-1", "value": scores["top1"], "args": probe_args},
+            {"type": "top_5_accuracy", "name": "Linear probe top-5", "value": scores["top5"], "args": probe_args},
+        ],
+        settings={
+            "n_last_blocks": args.n_last_blocks, "epochs": args.epochs, "batch_size": args.train_batch_size,
+            "lr": args.lr, "momentum": settings.momentum, "weight_decay": args.weight_decay, "seed": args.seed,
+            "feature_standardisation": "training-set mean/std", "augmentation": "none (cached features)",
+        },
+        details={"test": scores, "train_top1": train_scores["top1"]},
+    )
+
+
+def run_davis(args: argparse.Namespace) -> dict:
+    try:
+        settings = PropagationSettings(
+            context_frames=args.context_frames, top_k=args.top_k, radius=args.radius, temperature=args.temperature
+        )
+    except ValueError as err:
+        raise DoraUserError(str(err)) from err
+    sequences = read_davis(args.davis_root, args.split, args.resolution, args.sequences)
+    backbone = _backbone(args)
+    if args.short_side < backbone.patch_size:
+        raise DoraUserError(f"--short-side {args.short_side} is smaller than the patch size {backbone.patch_size}")
+    scores = evaluate_davis(
+        sequences, BackbonePatchFeatures(backbone, args.short_side), settings, save_dir=args.save_masks,
+        progress=not args.no_progress,
+    )
+    propagation = {
+        "context_frames": settings.context_frames, "top_k": settings.top_k,
+        "radius": settings.radius, "temperature": settings.temperature,
+    }
+    return make_results(
+        task="davis",
+        task_type="image-segmentation",
+        task_name="Video object segmentation (DAVIS-2017, label propagation)",
+        model=backbone.name,
+        model_revision=backbone.revision,
+        dataset={
+            "name": "davis-2017", "root": str(args.davis_root), "config": args.resolution,
+            "split": args.split, "revision": None, "num_sequences": len(sequences),
+        },
+        metrics=[
+            {"type": "jaccard_and_f", "name": "J&F mean", "value": scores["J&F"], "args": propagation},
+            {"type": "jaccard", "name": "J mean", "value": scores["J"], "args": propagation},
+            {"type": "f1", "name": "F mean", "value": scores["F"], "args": propagation},
+        ],
+        settings={**propagation, "short_side": args.short_side, "features": "last-layer patch tokens"},
+        details=scores,
+    )
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model folder or hub id (DoRA or a ViT-compatible encoder)")
+    parser.add_argument("--model-revision", default=None, help="hub branch, tag or commit of the model")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", required=True, help="hub dataset id, a local dataset folder, or 'imagefolder' with --data-dir"
+    )
+    parser.add_argument("--dataset-config", default=None, help="dataset configuration name")
+    parser.add_argument(
+        "--data-dir", default=None, help="data folder (for 'imagefolder': one sub-folder per split, then per class)"
+    )
+    parser.add_argument("--dataset-revision", default=None, help="hub branch, tag or commit of the dataset")
+    parser.add_argument("--train-split", default="train", help="split the features are fitted on (default: train)")
+    parser.add_argument("--split", default=None, help="split scored (default: validation, else test)")
+    parser.add_argument("--image-column", default="image")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it whole")
+    parser.add_argument("--max-train-samples", type=int, default=None, help="use only the first N training images")
+    parser.add_argument("--max-eval-samples", type=int, default=None, help="score only the first N images")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: ~/.cache/dora-hf/features)")
+    parser.add_argument("--no-cache", action="store_true", help="extract features again and do not store them")
+
+
+def _output_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--out", type=Path, default=Path(default), help=f"results JSON (default: {default})")
+
+
+def _backbone(args: argparse.Namespace) -> Backbone:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_backbone(args.model, revision=args.model_revision, device=device)
+
+
+def _train_test_features(
+    backbone: Backbone, args: argparse.Namespace, n_last_blocks: int
+) -> tuple[FeatureSet, FeatureSet, ImageSplit, ImageSplit]:
+    """Features of the training and scored splits, with the scored labels mapped onto the training classes."""
+    common = dict(
+        dataset=args.dataset, image_column=args.image_column, label_column=args.label_column,
+        config=args.dataset_config, data_dir=args.data_dir, revision=args.dataset_revision, streaming=args.streaming,
+    )
+    train_split = open_image_split(split=args.train_split, max_samples=args.max_train_samples, **common)
+    test_split = open_image_split(split=args.split, max_samples=args.max_eval_samples, **common)
+    if test_split.split == train_split.split:
+        raise DoraUserError(f"--split and --train-split are both {train_split.split!r}; score on held-out images")
+    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
+    extract = dict(n_last_blocks=n_last_blocks, batch_size=args.batch_size, cache_dir=cache_dir, progress=not args.no_progress)
+    train = load_or_extract_features(backbone, train_split, **extract)
+    test = load_or_extract_features(backbone, test_split, **extract).relabelled(train.class_names)
+    return train, test, train_split, test_split
+
+
+def _dataset_record(
+    args: argparse.Namespace, train: ImageSplit, test: ImageSplit, num_train: int, num_test: int, num_classes: int
+) -> dict:
+    return {
+        "name": train.dataset if train.dataset != "imagefolder" else str(args.data_dir),
+        "config": train.config,
+        "split": test.split,
+        "train_split": train.split,
+        "revision": args.dataset_revision,
+        "fingerprint": test.fingerprint,
+        "num_train": num_train,
+        "num_eval": num_test,
+        "num_classes": num_classes,
+    }
