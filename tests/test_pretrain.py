@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
+from huggingface_hub import ModelCard
 from transformers import AutoModel
 
+from dora_hf.cli import main as cli_main
 from dora_hf.errors import DoraUserError
+from dora_hf.evaluation.results import make_results, write_results
 from dora_hf.loss import DoraLoss
 from dora_hf.modeling import DoraConfig, DoraForPreTraining
 from dora_hf.training import loop as loop_module
@@ -144,6 +147,24 @@ def test_export_reloads_with_automodel_and_matches_the_trained_teacher(tiny_fram
         assert torch.equal(model(pixels).pooler_output, teacher.dora(pixels).pooler_output)
     card = (result.export_dir / "README.md").read_text()
     assert "library_name: transformers" in card and "| steps | 4 |" in card
+
+    # on demand, with evaluation results in the card's model-index
+    results = make_results(
+        task="knn", task_type="image-classification", task_name="k-NN", model=str(result.export_dir),
+        model_revision="local", dataset={"name": "toy-colours", "split": "validation"},
+        metrics=[{"type": "accuracy", "name": "k-NN top-1 (k=20)", "value": 0.8125}], settings={}, details={},
+    )
+    results_file = write_results(results, tmp_path / "knn.json")
+    assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "export"),
+                     "--eval-results", str(results_file)]) == 2  # exists: refused without --overwrite
+    assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "export"), "--overwrite",
+                     "--eval-results", str(results_file)]) == 0
+    card = ModelCard.load(result.export_dir / "README.md")
+    (entry,) = card.data.eval_results
+    assert (entry.metric_value, entry.dataset_name, entry.task_type) == (0.8125, "toy-colours", "image-classification")
+    assert cli_main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "x"), "--eval-results",
+                     str(tmp_path / "missing.json")]) == 2
+    assert not (tmp_path / "x").exists()
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_frames_dataset, tmp_path, monkeypatch):

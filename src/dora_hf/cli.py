@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("dora_hf.export", "export a training checkpoint's teacher as a transformers model folder"),
     "eval": ("dora_hf.evaluation.commands", "evaluate a frozen encoder: k-NN, linear probe, DAVIS-2017 J&F"),
     "visualize": ("dora_hf.evaluation.visualize", "draw the objects a model discovers and tracks through a video (GIF or PNG)"),
+    "push": ("dora_hf.hub", "upload an exported model or a prepared dataset folder to the Hugging Face Hub"),
 }
 
 

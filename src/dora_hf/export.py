@@ -40,16 +40,52 @@ def load_teacher(checkpoint: Path) -> tuple[DoraForPreTraining, dict, int]:
     return teacher.eval(), recipe, int(state["step"])
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False, repo_id: str | None = None) -> Path:
-    """Write the teacher of `checkpoint` as a transformers model folder at `out_dir`."""
+def load_eval_results(paths: list[str | Path]) -> list:
+    """`dora-hf eval` result files as card `EvalResult`s; each is labelled with its dataset's name."""
+    from .evaluation.results import read_results, results_to_eval_results
+
+    collected = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise DoraUserError(f"evaluation results file not found: {path}")
+        try:
+            record = read_results(path)
+            name = str(record.get("dataset", {}).get("name") or path.stem)
+            collected.extend(results_to_eval_results(record, dataset_name=name))
+        except (ValueError, KeyError, TypeError) as err:
+            raise DoraUserError(f"{path} is not a `dora-hf eval` results file: {err}") from err
+    return collected
+
+
+def export_checkpoint(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    repo_id: str | None = None,
+    eval_results: list[str | Path] | None = None,
+) -> Path:
+    """Write the teacher of `checkpoint` as a transformers model folder at `out_dir`.
+
+    `eval_results`: result files of `dora-hf eval`, shown in the card's results table and its
+    `model-index` metadata.
+    """
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise DoraUserError(f"output folder already exists: {out_dir} (pass --overwrite to replace it)")
+    results = load_eval_results(eval_results or [])
     teacher, recipe, step = load_teacher(Path(checkpoint))
     with staged_folder(out_dir, overwrite=overwrite) as staging:
         teacher.save_pretrained(staging)
         DoraImageProcessor.for_image_size(teacher.config.image_size).save_pretrained(staging)
-        card = render_model_card(teacher.config, recipe, step, repo_id=repo_id or out_dir.name, model_name=out_dir.name)
+        card = render_model_card(
+            teacher.config,
+            recipe,
+            step,
+            repo_id=repo_id or out_dir.name,
+            model_name=out_dir.name,
+            eval_results=results or None,
+        )
         card.save(staging / "README.md")
     return out_dir
 
@@ -59,9 +95,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="folder to write the model to")
     parser.add_argument("--repo-id", default=None, help="hub id to show in the model card's snippets")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument(
+        "--eval-results", nargs="+", default=[], metavar="JSON", help="`dora-hf eval` results to show in the card"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    out = export_checkpoint(args.checkpoint, args.out, overwrite=args.overwrite, repo_id=args.repo_id)
+    out = export_checkpoint(
+        args.checkpoint, args.out, overwrite=args.overwrite, repo_id=args.repo_id, eval_results=args.eval_results
+    )
     print(f"exported {out}; load it with AutoModel.from_pretrained({str(out)!r})")
     return 0
