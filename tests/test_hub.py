@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 import yaml
+from blocked_import import BLOCK_DORA_HF
 from hub_server import LocalHub
 
 from dora_hf import cli
@@ -43,23 +44,6 @@ DATASET_REPO = "testorg/walking-tours-mini"
 README_REPO_IDS = {"me/dora-wt-vits16": MODEL_REPO, "me/walking-tours-venice": DATASET_REPO}
 CLIENT_TIMEOUT = 300
 
-BLOCK_DORA_HF = textwrap.dedent(
-    """
-    import importlib.abc, sys
-
-    class BlockDoraHf(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name == "dora_hf" or name.startswith("dora_hf."):
-                raise ModuleNotFoundError(f"No module named {name!r}")
-
-    sys.meta_path.insert(0, BlockDoraHf())
-    try:
-        import dora_hf  # noqa: F401
-        raise SystemExit("dora_hf should not be importable here")
-    except ModuleNotFoundError:
-        pass
-    """
-)
 
 
 def readme_snippets(language: str) -> list[str]:
@@ -167,15 +151,9 @@ STREAM_INTO_TRAINING_STEP = textwrap.dedent(
     import torch
     from accelerate import Accelerator
     from datasets import load_dataset
-    from test_pretrain import TINY_MODEL, tiny_recipe
+    from test_pretrain import tiny_recipe, tiny_training_step
 
     from dora_hf.data.clips import ClipStream, collate_clips
-    from dora_hf.loss import DoraLoss
-    from dora_hf.modeling import DoraConfig, DoraForPreTraining
-    from dora_hf.training.loop import build_views
-    from dora_hf.training.optimizer import build_optimizer
-    from dora_hf.training.schedules import DoraSchedules
-    from dora_hf.training.step import DoraTrainingStep, MultiViewStudent
 
     hub_id, local = sys.argv[1], sys.argv[2]
     columns = ["video_id", "frame_index"]
@@ -187,22 +165,7 @@ STREAM_INTO_TRAINING_STEP = textwrap.dedent(
         clips = ClipStream.from_source(source, frames_per_clip=2, clip_step=6, shuffle_buffer=8, seed=0)
         return torch.utils.data.DataLoader(clips, batch_size=2, collate_fn=collate_clips)
 
-    recipe = tiny_recipe(hub_id, "unused")
-    torch.manual_seed(0)
-    config = DoraConfig(**TINY_MODEL)
-    student, teacher = DoraForPreTraining(config).train(), DoraForPreTraining(config).eval()
-    teacher.load_state_dict(student.state_dict())
-    teacher.requires_grad_(False)
-    accelerator = Accelerator(cpu=True)
-    schedules = DoraSchedules.from_recipe(
-        base_learning_rate=0.05, global_batch_size=2, min_learning_rate=1e-5, warmup_epochs=0, weight_decay=0.04,
-        weight_decay_end=0.4, momentum_teacher=0.9, epochs=10, steps_per_epoch=3,
-    )
-    step = DoraTrainingStep(
-        accelerator=accelerator, student=MultiViewStudent(student), student_model=student, teacher=teacher,
-        loss_fn=DoraLoss(output_dim=TINY_MODEL["head_out_dim"]), optimizer=build_optimizer(student, accelerator.device),
-        schedules=schedules, views=build_views(recipe), steps_per_epoch=3, freeze_last_layer=0,
-    )
+    step, student, _, _ = tiny_training_step(tiny_recipe(hub_id, "unused"), freeze_last_layer=0)
     before = {k: v.clone() for k, v in student.state_dict().items()}
     for index, (hub_batch, local_batch) in enumerate(zip(batches(hub_id), batches(local))):
         assert hub_batch["video_id"] == local_batch["video_id"]

@@ -53,8 +53,8 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def test_one_step_updates_student_and_moves_teacher_by_ema(tiny_frames_dataset, tmp_path):
-    recipe = tiny_recipe(tiny_frames_dataset, tmp_path / "run")
+def tiny_training_step(recipe, freeze_last_layer: float = 1):
+    """A DoraTrainingStep on the tiny model with the same start as the student (seed 0)."""
     torch.manual_seed(0)
     config = DoraConfig(**TINY_MODEL)
     student_model, teacher = DoraForPreTraining(config).train(), DoraForPreTraining(config).eval()
@@ -67,9 +67,15 @@ def test_one_step_updates_student_and_moves_teacher_by_ema(tiny_frames_dataset, 
     )
     step = DoraTrainingStep(
         accelerator=accelerator, student=MultiViewStudent(student_model), student_model=student_model,
-        teacher=teacher, loss_fn=DoraLoss(output_dim=64), optimizer=build_optimizer(student_model, accelerator.device),
-        schedules=schedules, views=build_views(recipe), steps_per_epoch=3, freeze_last_layer=1,
+        teacher=teacher, loss_fn=DoraLoss(output_dim=TINY_MODEL["head_out_dim"]),
+        optimizer=build_optimizer(student_model, accelerator.device), schedules=schedules, views=build_views(recipe),
+        steps_per_epoch=3, freeze_last_layer=freeze_last_layer,
     )
+    return step, student_model, teacher, schedules
+
+
+def test_one_step_updates_student_and_moves_teacher_by_ema(tiny_frames_dataset, tmp_path):
+    step, student_model, teacher, schedules = tiny_training_step(tiny_recipe(tiny_frames_dataset, tmp_path / "run"))
     frames = torch.randint(0, 256, (2, 2, 3, 40, 56), dtype=torch.uint8)
     student_before, teacher_before = snapshot(student_model), snapshot(teacher)
     out = step(frames, 0)

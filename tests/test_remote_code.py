@@ -7,25 +7,14 @@ import sys
 import textwrap
 
 import torch
+from blocked_import import BLOCK_DORA_HF
 from dora_tiny import tiny_config
 
 from dora_hf import DoraForPreTraining, DoraImageProcessor
 
-FRESH_PROCESS = textwrap.dedent(
+FRESH_PROCESS = BLOCK_DORA_HF + textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    class BlockDoraHf(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name == "dora_hf" or name.startswith("dora_hf."):
-                raise ModuleNotFoundError(f"No module named {name!r}")
-
-    sys.meta_path.insert(0, BlockDoraHf())
-    try:
-        import dora_hf  # noqa: F401
-        raise SystemExit("dora_hf should not be importable here")
-    except ModuleNotFoundError:
-        pass
+    import sys
 
     import numpy as np
     import torch
