@@ -120,7 +120,7 @@ def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> 
     keep_prob = 1.0 - drop_prob
     shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
     keep = torch.empty(shape, dtype=hidden_states.dtype, device=hidden_states.device).bernoulli_(keep_prob)
-    return hidden_states * keep / keep_prob
+    return hidden_states * (keep / keep_prob)  # one pass over the activations, not two
 
 
 class DoraDropPath(nn.Module):

@@ -10,8 +10,8 @@ from torch import nn
 def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """`teacher <- momentum * teacher + (1 - momentum) * student` for every parameter.
 
-    Uses `torch._foreach_*` over all parameters at once (two kernels per step on a GPU, no Python
-    loop of per-tensor launches). Parameters are paired by name, so a wrapper such as DDP around
+    One `torch._foreach_lerp_` over all parameters (`t + (1 - m) * (s - t)`), so a GPU runs a
+    single fused pass per step instead of a Python loop of per-tensor launches. Parameters are paired by name, so a wrapper such as DDP around
     the student does not change the pairing.
     """
     student_params = dict(student.named_parameters())
@@ -23,5 +23,4 @@ def ema_update_(teacher: nn.Module, student: nn.Module, momentum: float) -> None
     except KeyError as err:
         raise ValueError(f"teacher parameter {err} has no student counterpart") from err
     targets = [param.detach() for _, param in teacher_pairs]
-    torch._foreach_mul_(targets, momentum)
-    torch._foreach_add_(targets, sources, alpha=1.0 - momentum)
+    torch._foreach_lerp_(targets, sources, 1.0 - momentum)
