@@ -12,7 +12,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dora_hf.data.color_augment import ColorParams, adjust_hue, color_jitter, gaussian_blur
+from dora_hf.data.color_augment import (
+    ColorParams,
+    _gaussian_blur_taps,
+    adjust_hue,
+    color_jitter,
+    gaussian_blur,
+    select_params,
+    working_order,
+)
 from dora_hf.data.crop_boxes import boxes_from_uniforms, draw_box_uniforms, sample_boxes
 from dora_hf.data.resample import resize_taps, separable_resample
 from dora_hf.data.views import IMAGENET_MEAN, IMAGENET_STD, ClipViews, ClipViewsConfig, DoraViews, ViewParams
@@ -179,6 +187,48 @@ def test_views_match_a_naive_per_frame_pipeline(antialias: bool) -> None:
     torch.testing.assert_close(out.local_views, loc, atol=2e-4, rtol=0)
 
 
+@pytest.mark.parametrize("antialias", [False, True])
+def test_batched_route_matches_a_naive_per_frame_pipeline(antialias: bool) -> None:
+    """The whole-batch route (the one used off the CPU), run on the CPU."""
+    cfg = ClipViewsConfig(
+        **NO_COLOR, num_local_views=2, clip_antialias=antialias, global_antialias=antialias, local_antialias=antialias
+    )
+    frames = random_frames(2, 2, h=360, w=640)
+    views = ClipViews(cfg)
+    params = views.sample_params(2, 2, 360, 640, torch.Generator().manual_seed(5))
+    params.global_flips = torch.tensor([True, False])
+    out = views._render_batched(frames, params)
+    glob, loc = naive_views(frames, params, cfg)
+    torch.testing.assert_close(out.global_views, glob, atol=2e-4, rtol=0)
+    torch.testing.assert_close(out.local_views, loc, atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("h", "w"), [(30, 40), (300, 300), (90, 700)])
+def test_views_match_a_naive_pipeline_for_small_square_and_wide_frames(h: int, w: int) -> None:
+    cfg = ClipViewsConfig(**NO_COLOR, num_local_views=3)
+    frames = random_frames(2, 3, h=h, w=w, seed=h + w)
+    views = ClipViews(cfg)
+    params = views.sample_params(2, 3, h, w, torch.Generator().manual_seed(w))
+    out = views.render(frames, params)
+    glob, loc = naive_views(frames, params, cfg)
+    torch.testing.assert_close(out.global_views, glob, atol=2e-4, rtol=0)
+    torch.testing.assert_close(out.local_views, loc, atol=2e-4, rtol=0)
+
+
+@pytest.mark.parametrize("frame_dtype", [torch.uint8, torch.float32])
+def test_cpu_and_batched_routes_agree_with_every_operation(frame_dtype: torch.dtype) -> None:
+    cfg = ClipViewsConfig(jitter_p=0.7, grayscale_p=0.4, global_blur_p=0.6, local_blur_p=0.6, num_local_views=4)
+    frames = random_frames(3, 4, h=120, w=200)
+    if frame_dtype == torch.float32:
+        frames = frames.float() / 255.0
+    views = ClipViews(cfg)
+    params = views.sample_params(3, 4, 120, 200, torch.Generator().manual_seed(21))
+    cpu = views.render(frames, params)
+    batched = views._render_batched(frames, params)
+    torch.testing.assert_close(cpu.global_views, batched.global_views, atol=2e-5, rtol=0)
+    torch.testing.assert_close(cpu.local_views, batched.local_views, atol=2e-5, rtol=0)
+
+
 def test_flip_mirrors_the_global_view() -> None:
     views = ClipViews(ClipViewsConfig(**NO_COLOR, num_local_views=1))
     frames = random_frames(2, 2)
@@ -303,6 +353,22 @@ def test_hue_rotation_matches_colorsys() -> None:
                 torch.testing.assert_close(out[i, :, y, x], ref, atol=1e-5, rtol=0)
 
 
+def test_hue_rotation_matches_colorsys_over_the_whole_range() -> None:
+    g = torch.Generator().manual_seed(22)
+    images = torch.rand(64, 3, 3, 3, generator=g)
+    images[:8, 1] = images[:8, 0]  # ties between the largest (or smallest) channels
+    images[8:12] = images[8:12, :1]  # grey pixels
+    hue = torch.rand(64, generator=g) - 0.5  # the whole allowed range, [-0.5, 0.5)
+    hue[-2:] = torch.tensor([-0.5, 0.5])
+    out = adjust_hue(images, hue)
+    for i in range(64):
+        for y in range(3):
+            for x in range(3):
+                h, s, v = colorsys.rgb_to_hsv(*images[i, :, y, x].tolist())
+                ref = torch.tensor(colorsys.hsv_to_rgb((h + hue[i].item()) % 1.0, s, v))
+                torch.testing.assert_close(out[i, :, y, x], ref, atol=1e-5, rtol=0)
+
+
 def test_gaussian_blur_matches_per_image_convolution() -> None:
     g = torch.Generator().manual_seed(11)
     images = torch.rand(3, 3, 20, 24, generator=g)
@@ -317,6 +383,53 @@ def test_gaussian_blur_matches_per_image_convolution() -> None:
         padded = F.pad(images[i : i + 1], (radius,) * 4, mode="reflect")
         ref = F.conv2d(padded, kernel, groups=3)[0]
         torch.testing.assert_close(out[i], ref, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("size", [(20, 24), (5, 9)])
+def test_gathered_taps_blur_matches_the_convolution_blur(size: tuple[int, int]) -> None:
+    """The blur used off the CPU (and for images no larger than the radius) against the CPU one."""
+    g = torch.Generator().manual_seed(23)
+    images = torch.rand(4, 3, *size, generator=g)
+    sigma = torch.tensor([0.1, 0.7, 1.4, 2.0])
+    taps = _gaussian_blur_taps(images, sigma, 6)
+    if min(size) > 6:
+        torch.testing.assert_close(taps, gaussian_blur(images, sigma, 6), atol=1e-6, rtol=0)
+    x = torch.arange(-6, 7, dtype=torch.float64)
+    for i in range(4):  # reflect padding by index, valid for any size
+        k = torch.exp(-0.5 * (x / float(sigma[i])) ** 2)
+        k = (k / k.sum()).float()
+        rows = [min(abs(j), 2 * (size[0] - 1) - abs(j)) for j in range(-6, size[0] + 6)]
+        cols = [min(abs(j), 2 * (size[1] - 1) - abs(j)) for j in range(-6, size[1] + 6)]
+        rows = [min(max(j, 0), size[0] - 1) for j in rows]
+        cols = [min(max(j, 0), size[1] - 1) for j in cols]
+        padded = images[i][:, rows][:, :, cols]
+        ref = F.conv2d(padded[:, None], (k[:, None] * k[None, :])[None, None])[:, 0]
+        torch.testing.assert_close(taps[i], ref, atol=1e-5, rtol=0)
+
+
+def test_working_order_makes_every_subset_contiguous() -> None:
+    params = ClipViewsConfig().color_augment(local=True).sample((500,), torch.Generator().manual_seed(24))
+    order = working_order(params)
+    assert sorted(order.tolist()) == list(range(500))
+    p = select_params(params, order)
+    blur = p.blur.to(torch.int64)
+    assert bool((blur.diff() >= 0).all())  # blurred images last
+    rank = (p.order == 3).to(torch.int64).argmax(1)
+    rank = torch.where(p.jitter, rank, torch.full_like(rank, 4))
+    for part in (rank[blur == 0], rank[blur == 1]):
+        assert bool((part.diff() >= 0).all())  # by where hue falls in the jitter order
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_normalized_photometric_ops_equal_apply_then_normalisation(local: bool) -> None:
+    """Blur before grayscale, grayscale folded into normalisation, working order, scatter."""
+    aug = ClipViewsConfig(grayscale_p=0.5, global_blur_p=0.5, local_blur_p=0.5).color_augment(local=local)
+    g = torch.Generator().manual_seed(25)
+    images = torch.rand(40, 3, 16, 20, generator=g)
+    params = aug.sample((40,), g)
+    scale, shift = 1.0 / STD.view(3), -(MEAN / STD).view(3)
+    expected = (aug.apply(images.clone(), params) - MEAN) / STD
+    torch.testing.assert_close(aug.apply_normalized(images.clone(), params, scale, shift), expected, atol=1e-5, rtol=0)
 
 
 def test_blur_probability_selects_images() -> None:

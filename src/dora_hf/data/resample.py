@@ -21,6 +21,14 @@ cropped pixels, including its border handling at the crop's edges:
 
 Taps are computed in float64 on the CPU (they are small) from boxes that live on the CPU,
 then moved to the images' device.
+
+Two ways to apply taps:
+
+* :func:`resample_transposed` / :func:`separable_resample`: two ``embedding_bag`` passes over
+  a whole batch, with a transpose between them. Device-generic and exact float32; what the views
+  use on accelerators.
+* :func:`gather_rows`: one pass along the outer axis (an ``embedding_bag`` that gathers whole
+  rows), for the CPU renderer in :mod:`.views`, which arranges its own transposes.
 """
 
 from __future__ import annotations
@@ -38,16 +46,24 @@ Taps = tuple[Tensor, Tensor]
 """``(index, weight)``, each ``(N, out_size, K)``: input positions (int64) and weights (float32)."""
 
 
-def _triangle(x: Tensor) -> Tensor:
-    return (1.0 - x.abs()).clamp(min=0.0)
+def _triangle_(x: Tensor) -> Tensor:
+    """The triangle (linear) kernel, computed in place on ``x``."""
+    return x.abs_().neg_().add_(1.0).clamp_(min=0.0)
 
 
-def _cubic(x: Tensor, a: float) -> Tensor:
-    """Keys' cubic convolution kernel with parameter ``a``."""
-    x = x.abs()
-    near = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-    far = ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
-    return torch.where(x < 1.0, near, torch.where(x < 2.0, far, torch.zeros_like(x)))
+def _cubic_(x: Tensor, a: float) -> Tensor:
+    """Keys' cubic convolution kernel with parameter ``a``; consumes ``x``.
+
+    ``(a + 2)|x|^3 - (a + 3)|x|^2 + 1`` below 1, ``a (|x| - 1)(|x| - 2)^2`` from 1 to 2, 0 beyond:
+    both pieces vanish at 1 and the second at 2, so the sum of the first at ``min(|x|, 1)`` and
+    the second at ``clamp(|x|, 1, 2)`` is the kernel, without comparisons (and in place: large
+    fresh temporaries and comparisons are what cost most here on the CPU).
+    """
+    x = x.abs_()
+    near = x.clamp(max=1.0)
+    kernel = near.mul(a + 2.0).sub_(a + 3.0).mul_(near).mul_(near).add_(1.0)
+    far = x.clamp_(1.0, 2.0)
+    return kernel.add_(torch.sub(far, 2.0).square_().mul_(far.sub_(1.0)).mul_(a))
 
 
 def resize_taps(
@@ -80,7 +96,7 @@ def resize_taps(
         # torch's plain bicubic: 4 taps around the source position, indices clamped to the span.
         src = (out + 0.5) * scale - 0.5
         pos = src.floor().unsqueeze(-1) + torch.arange(-1, 3, dtype=torch.float64)
-        weight = _cubic(pos - src.unsqueeze(-1), -0.75)
+        weight = _cubic_(pos - src.unsqueeze(-1), -0.75)
     elif mode in ("bilinear", "bicubic"):
         # The antialiased formulation (ATen's _upsample_*_aa / PIL). Without antialiasing the
         # kernel is not stretched; for bilinear that is exactly plain interpolation, since
@@ -93,15 +109,15 @@ def resize_taps(
         end = torch.minimum((center + support + 0.5).floor(), length.unsqueeze(-1))
         taps = int(math.floor(2.0 * float(support.max()))) + 1
         pos = first.unsqueeze(-1) + torch.arange(taps, dtype=torch.float64)
-        x = (pos - center.unsqueeze(-1) + 0.5) / stretch.unsqueeze(-1)
-        weight = _triangle(x) if mode == "bilinear" else _cubic(x, -0.5)
-        weight = torch.where(pos < end.unsqueeze(-1), weight, torch.zeros_like(weight))
-        weight = weight / weight.sum(-1, keepdim=True)
+        x = torch.sub(pos, center.unsqueeze(-1)).add_(0.5).div_(stretch.unsqueeze(-1))
+        weight = _triangle_(x) if mode == "bilinear" else _cubic_(x, -0.5)
+        weight.mul_(torch.sub(end.unsqueeze(-1), pos).clamp_(0.0, 1.0))  # 0 at and past the end (integers)
+        weight.div_(weight.sum(-1, keepdim=True))
     else:
         raise ValueError(f"unknown interpolation {mode!r}; use 'bilinear' or 'bicubic'")
 
     last = (length - 1).unsqueeze(-1).unsqueeze(-1)
-    index = start.unsqueeze(-1).unsqueeze(-1) + torch.minimum(pos.clamp(min=0.0), last)
+    index = torch.minimum(pos.clamp_(min=0.0), last, out=pos).add_(start.unsqueeze(-1).unsqueeze(-1))
     return index.to(torch.int64), weight.to(torch.float32)
 
 
@@ -175,3 +191,17 @@ def resample_transposed(images: Tensor, source: Tensor, first: Taps, second: Tap
 def separable_resample(images: Tensor, source: Tensor, rows: Taps, cols: Taps, *, gain: float = 1.0) -> Tensor:
     """Filter upright ``(M, C, H, W)`` images by ``rows`` then ``cols`` taps; upright ``(N, C, out_h, out_w)``."""
     return resample_transposed(images, source, rows, cols, gain=gain).transpose(-1, -2).contiguous()
+
+
+def gather_rows(records: Tensor, rows: Tensor, weights: Tensor) -> Tensor:
+    """``out[m] = sum_k weights[m, k] * records[rows[m, k]]``: a weighted sum of whole rows.
+
+    Args:
+        records: float ``(R, L)``, contiguous.
+        rows: int64 ``(M, K)``, row indices into ``records``.
+        weights: ``(M, K)``, the same dtype as ``records``.
+
+    Returns:
+        ``(M, L)``.
+    """
+    return F.embedding_bag(rows, records, per_sample_weights=weights, mode="sum")
