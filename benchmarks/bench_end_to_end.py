@@ -54,11 +54,11 @@ from bench_step import (  # noqa: E402  (the benchmarks folder is not a package)
     synchronize,
 )
 
-from dora_hf.data.clips import ClipStream, collate_clips  # noqa: E402
+from dora_hf.data.clips import ClipStream  # noqa: E402
 from dora_hf.data.dataset_info import count_clips, read_prepare_info  # noqa: E402
 from dora_hf.data.prepare import PrepareOptions, prepare_dataset  # noqa: E402
 from dora_hf.data.sample_video import get_sample_video  # noqa: E402
-from dora_hf.training.loop import build_model_config, endless_batches, make_accelerator  # noqa: E402
+from dora_hf.training.loop import build_clip_loader, build_model_config, endless_batches, make_accelerator  # noqa: E402
 from dora_hf.training.recipe import PretrainRecipe, load_recipe  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -137,26 +137,7 @@ def make_recipe(args: argparse.Namespace, dataset: str, output_dir: Path) -> Pre
 
 def build_loader(recipe: PretrainRecipe, device: torch.device) -> tuple[ClipStream, torch.utils.data.DataLoader]:
     """The stream and loader exactly as ``pretrain`` builds them (one process)."""
-    stream = ClipStream.from_source(
-        recipe.dataset,
-        frames_per_clip=recipe.frames_per_clip,
-        clip_step=recipe.clip_step,
-        shuffle_buffer=recipe.shuffle_buffer,
-        seed=recipe.seed,
-        rank=0,
-        world_size=1,
-        revision=recipe.dataset_revision,
-    )
-    loader = torch.utils.data.DataLoader(
-        stream,
-        batch_size=recipe.batch_size_per_device,
-        num_workers=recipe.num_workers,
-        collate_fn=collate_clips,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(recipe.seed),
-    )
-    return stream, loader
+    return build_clip_loader(recipe, 0, 1, device)
 
 
 def train_steps(

@@ -106,6 +106,34 @@ def endless_batches(loader: torch.utils.data.DataLoader, stream: ClipStream) -> 
         stream.set_epoch(stream.epoch + 1)
 
 
+def build_clip_loader(
+    recipe: PretrainRecipe, rank: int, world_size: int, device: torch.device
+) -> tuple[ClipStream, torch.utils.data.DataLoader]:
+    """This process's clip stream (its share of the shards) and the loader that batches it."""
+    stream = ClipStream.from_source(
+        recipe.dataset,
+        frames_per_clip=recipe.frames_per_clip,
+        clip_step=recipe.clip_step,
+        shuffle_buffer=recipe.shuffle_buffer,
+        seed=recipe.seed,
+        rank=rank,
+        world_size=world_size,
+        revision=recipe.dataset_revision,
+    )
+    loader = torch.utils.data.DataLoader(
+        stream,
+        batch_size=recipe.batch_size_per_device,
+        num_workers=recipe.num_workers,
+        collate_fn=collate_clips,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        # Its own generator: creating a loader iterator must not draw from the global RNG, which
+        # drop path uses and a checkpoint restores (a resumed run would otherwise drift).
+        generator=torch.Generator().manual_seed(recipe.seed + rank),
+    )
+    return stream, loader
+
+
 def make_accelerator(recipe: PretrainRecipe, cpu: bool = False) -> Accelerator:
     mixed_precision = recipe.mixed_precision
     if mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -158,27 +186,7 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
         steps_per_epoch=steps_per_epoch,
     )
 
-    stream = ClipStream.from_source(
-        recipe.dataset,
-        frames_per_clip=recipe.frames_per_clip,
-        clip_step=recipe.clip_step,
-        shuffle_buffer=recipe.shuffle_buffer,
-        seed=recipe.seed,
-        rank=rank,
-        world_size=world,
-        revision=recipe.dataset_revision,
-    )
-    loader = torch.utils.data.DataLoader(
-        stream,
-        batch_size=recipe.batch_size_per_device,
-        num_workers=recipe.num_workers,
-        collate_fn=collate_clips,
-        drop_last=True,
-        pin_memory=accelerator.device.type == "cuda",
-        # Its own generator: creating a loader iterator must not draw from the global RNG, which
-        # drop path uses and a checkpoint restores (a resumed run would otherwise drift).
-        generator=torch.Generator().manual_seed(recipe.seed + rank),
-    )
+    stream, loader = build_clip_loader(recipe, rank, world, accelerator.device)
 
     student = MultiViewStudent(student_model)
     optimizer = build_optimizer(student_model, accelerator.device)
