@@ -107,6 +107,33 @@ def stream(folder: Path, **kwargs) -> ClipStream:
 # ---- clip contents ------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK"])
+def test_frames_stored_in_other_colour_modes_become_rgb(tmp_path: Path, mode: str) -> None:
+    # prepare-data writes RGB JPEGs (read without a conversion copy); other writers may not.
+    rows = make_rows({"a": 20})
+    expected = []
+    for r, row in enumerate(rows):
+        rgb = np.zeros((24, 32, 3), np.uint8)
+        rgb[..., 0], rgb[..., 1], rgb[..., 2] = 4 * r, 200 - 4 * r, 90
+        image = PILImage.fromarray(rgb).convert(mode)
+        out = io.BytesIO()
+        image.save(out, format="PNG" if mode == "RGBA" else "JPEG" if mode == "L" else "TIFF")
+        row["image"] = {"bytes": out.getvalue(), "path": None}
+        # What the frame is as RGB, converted plainly through PIL.
+        decoded = PILImage.open(io.BytesIO(out.getvalue())).convert("RGB")
+        expected.append(torch.from_numpy(np.asarray(decoded).copy()).permute(2, 0, 1))
+    folder = write_dataset(tmp_path / "d", rows, 1)
+    samples = list(stream(folder, shuffle=False))
+    assert samples
+    for s in samples:
+        assert s["frames"].shape == (T, 3, 24, 32)
+        for t, frame_index in enumerate(s["frame_indices"].tolist()):
+            assert torch.equal(s["frames"][t], expected[frame_index // KEEP_EVERY])
+    if mode == "L":  # grey frames come out with three equal channels
+        frames = samples[0]["frames"]
+        assert torch.equal(frames[:, 0], frames[:, 1]) and torch.equal(frames[:, 1], frames[:, 2])
+
+
 @pytest.mark.parametrize("num_shards", [1, 4, 11])
 def test_unshuffled_clips_are_the_plain_enumeration_with_the_right_pixels(tmp_path: Path, num_shards: int) -> None:
     # 11 shards of about 10 rows are shorter than one clip's 19-row span: clips read on over

@@ -428,8 +428,10 @@ class ClipStream(torch.utils.data.IterableDataset):
                     raise ValueError("the row holds no image bytes")
                 with Image.open(io.BytesIO(data)) as image:
                     # Per-band copies write channels-first directly: about 3x cheaper than
-                    # permuting an (H, W, 3) array afterwards.
-                    bands = image.convert("RGB").split()
+                    # permuting an (H, W, 3) array afterwards. RGB JPEGs (what prepare-data
+                    # writes) skip `convert`, which would copy the whole image.
+                    image.load()
+                    bands = (image if image.mode == "RGB" else image.convert("RGB")).split()
             except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad data
                 raise DoraUserError(f"{where}: cannot decode the frame image ({type(err).__name__}: {err})") from err
             size = (bands[0].height, bands[0].width)
