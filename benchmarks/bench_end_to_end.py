@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         "--precision", choices=("bf16", "fp16", "fp32"), default=None, help="default bf16 on CUDA, fp32 on CPU"
     )
     parser.add_argument(
-        "--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the student backbone"
+        "--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the student and teacher backbones (the recipe's compile key)"
     )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)

@@ -66,7 +66,7 @@ from dora_hf.data.views import DoraViews
 from dora_hf.loss import DoraLoss, teacher_temperature_at
 from dora_hf.modeling import DoraConfig, DoraForPreTraining
 from dora_hf.training.gradients import cancel_last_layer_gradients_
-from dora_hf.training.loop import build_model_config, build_views, make_accelerator
+from dora_hf.training.loop import build_model_config, build_views, compile_backbones_, make_accelerator
 from dora_hf.training.optimizer import build_optimizer, parameter_groups
 from dora_hf.training.recipe import PretrainRecipe, load_recipe
 from dora_hf.training.schedules import DoraSchedules
@@ -264,8 +264,7 @@ class Pieces:
         self.teacher.to(accelerator.device)
         loss_fn.to(accelerator.device)
         if compile_backbone:
-            # In place (nn.Module.compile): parameter names stay as they are, so the EMA still pairs them.
-            self.student_model.dora.compile()
+            compile_backbones_(self.student_model, self.teacher)  # as the recipe's `compile: true` does
         return DoraTrainingStep(
             accelerator=accelerator,
             student=student,
@@ -698,8 +697,9 @@ def try_compile_warmup(pieces: Pieces, step_fn: DoraTrainingStep, frames, warmup
         if not status["requested"]:
             raise
         message = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        print(f"torch.compile of the student backbone failed ({message}); continuing without compile", flush=True)
+        print(f"torch.compile of the backbones failed ({message}); continuing without compile", flush=True)
         step_fn.student_model.dora._compiled_call_impl = None
+        step_fn.teacher.dora._compiled_call_impl = None
         torch._dynamo.reset()
         status.update(active=False, error=message)
         for i in range(warmup):
@@ -952,7 +952,7 @@ def main(argv: list[str] | None = None) -> int:
         "--precision", choices=("bf16", "fp16", "fp32"), default=None, help="default bf16 on CUDA, fp32 on CPU"
     )
     parser.add_argument(
-        "--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the student backbone"
+        "--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the student and teacher backbones (the recipe's compile key)"
     )
     parser.add_argument("--steps", type=int, default=10, help="timed steps per batched measurement")
     parser.add_argument(

@@ -16,7 +16,7 @@
 #   step_b64        bench_step.py, batch 64, bf16, no compile (no loop formulation)
 #   step_b16_loopref  batch 16 against the reference-like loop: one student call per object and
 #                   frame, explicit attention in every block (3 timed loop steps)
-#   step_b16_compile, step_b64_compile   the same with the student backbone compiled
+#   step_b16_compile, step_b64_compile   the same with both backbones compiled (the recipe's compile key)
 set -u
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

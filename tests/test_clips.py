@@ -10,6 +10,7 @@ import io
 import json
 import logging
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 import datasets
@@ -427,3 +428,33 @@ def test_bad_settings(four_shards: Path) -> None:
         stream(four_shards, clip_step_seconds=1.0)
     with pytest.raises(DoraUserError, match="frames_per_clip"):
         stream(four_shards, frames_per_clip=0)
+
+
+def test_training_loader_keeps_its_workers_across_epochs_and_reads_what_one_process_reads(four_shards: Path) -> None:
+    from dora_hf.training.loop import build_clip_loader, endless_batches
+    from dora_hf.training.recipe import load_recipe
+
+    def batches(num_workers: int) -> tuple[torch.utils.data.DataLoader, list]:
+        recipe = load_recipe(
+            None,
+            {"dataset": str(four_shards), "frames_per_clip": T, "clip_step": STEP, "shuffle_buffer": 16,
+             "batch_size_per_device": 5, "num_workers": num_workers},
+        )
+        stream, loader = build_clip_loader(recipe, rank=0, world_size=1, device=torch.device("cpu"))
+        per_epoch = len(expected_clips(VIDEOS)) // 5
+        got = [[key(s) for s in split_batch(b)] for b in islice(endless_batches(loader, stream), 3 * per_epoch + 1)]
+        return loader, got
+
+    def split_batch(batch: dict) -> list[dict]:
+        return [{"video_id": v, "frame_indices": f} for v, f in zip(batch["video_id"], batch["frame_indices"])]
+
+    in_process, expected = batches(0)
+    loader, got = batches(1)
+    assert loader.persistent_workers and not in_process.persistent_workers
+    # Three epochs and one batch of the fourth, in the same order as in-process reading: the
+    # persistent worker followed every set_epoch.
+    assert got == expected
+    per_epoch = len(expected_clips(VIDEOS)) // 5
+    epochs = [sum(expected[i * per_epoch : (i + 1) * per_epoch], []) for i in range(3)]
+    assert all(len(set(clips)) == len(clips) == 5 * per_epoch for clips in epochs)
+    assert epochs[0] != epochs[1] != epochs[2]  # a new order each epoch

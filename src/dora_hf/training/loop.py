@@ -127,11 +127,25 @@ def build_clip_loader(
         collate_fn=collate_clips,
         drop_last=True,
         pin_memory=device.type == "cuda",
+        # Workers live across data epochs (ClipStream shares its epoch with them), so a new epoch
+        # does not restart them and re-open the shards.
+        persistent_workers=recipe.num_workers > 0,
         # Its own generator: creating a loader iterator must not draw from the global RNG, which
         # drop path uses and a checkpoint restores (a resumed run would otherwise drift).
         generator=torch.Generator().manual_seed(recipe.seed + rank),
     )
     return stream, loader
+
+
+def compile_backbones_(student_model: DoraForPreTraining, teacher: DoraForPreTraining) -> None:
+    """`torch.compile` both backbones in place (`nn.Module.compile`), not by wrapping them.
+
+    Wrapping would prefix every parameter name with `_orig_mod.`, which breaks the name pairing of
+    the EMA and the checkpoint keys. Each backbone traces as one graph per input resolution (the
+    student's two and the teacher's one); the heads, the tracker and the loss stay eager.
+    """
+    student_model.dora.compile()
+    teacher.dora.compile()
 
 
 def make_accelerator(recipe: PretrainRecipe, cpu: bool = False) -> Accelerator:
@@ -193,6 +207,8 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
     student, optimizer = accelerator.prepare(student, optimizer)
     teacher.to(accelerator.device)
     loss_fn.to(accelerator.device)
+    if recipe.compile:
+        compile_backbones_(student_model, teacher)
     run_state = RunState(teacher, loss_fn)
     accelerator.register_for_checkpointing(run_state)
     step_fn = DoraTrainingStep(

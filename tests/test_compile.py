@@ -1,0 +1,110 @@
+"""`torch.compile`: the backbones trace as whole graphs, and the `compile` recipe key compiles in place.
+
+Dynamo's `eager` backend traces exactly as inductor would (graph breaks included) without
+generating kernels, so these checks take seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from dora_hf.errors import DoraUserError
+from dora_hf.modeling import DoraForPreTraining
+from dora_hf.training.loop import pretrain
+from dora_hf.training.recipe import load_recipe
+from dora_tiny import tiny_config
+
+MODEL = dict(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, patch_size=8,
+    image_size=32, head_out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16, num_objects=3,
+)
+VIEWS = dict(clip_size=48, global_size=32, local_size=16, num_local_views=2)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_backbone_traces_as_one_graph_at_both_resolutions_and_with_tracker_features() -> None:
+    torch.manual_seed(0)
+    model = DoraForPreTraining(tiny_config(drop_path_rate=0.0)).eval()
+    size = model.config.image_size
+    global_views, local_views = torch.randn(3, 3, size, size), torch.randn(5, 3, size // 2, size // 2)
+    # fullgraph=True raises on any graph break instead of silently splitting the graph.
+    backbone = torch.compile(model.dora, fullgraph=True, backend="eager")
+    full = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        got_global = backbone(pixel_values=global_views).pooler_output
+        got_local = backbone(pixel_values=local_views, interpolate_pos_encoding=True).pooler_output
+        got_teacher = full(global_views, output_tracker_features=True)
+        want_global = model.dora(pixel_values=global_views).pooler_output
+        want_local = model.dora(pixel_values=local_views, interpolate_pos_encoding=True).pooler_output
+        want_teacher = model(global_views, output_tracker_features=True)
+    torch.testing.assert_close(got_global, want_global)
+    torch.testing.assert_close(got_local, want_local)
+    torch.testing.assert_close(got_teacher.logits, want_teacher.logits)
+    for name in ("queries", "keys", "cls_attention", "patch_features"):
+        torch.testing.assert_close(
+            getattr(got_teacher.tracker_features, name), getattr(want_teacher.tracker_features, name)
+        )
+
+
+def test_stochastic_depth_traces_as_one_graph_in_training() -> None:
+    torch.manual_seed(0)
+    model = DoraForPreTraining(tiny_config(drop_path_rate=0.2)).train()
+    size = model.config.image_size
+    images = torch.randn(4, 3, size, size)
+    backbone = torch.compile(model.dora, fullgraph=True, backend="eager")
+    torch.manual_seed(1)
+    got = backbone(pixel_values=images).pooler_output
+    torch.manual_seed(1)
+    want = model.dora(pixel_values=images).pooler_output
+    torch.testing.assert_close(got, want)
+    got.sum().backward()  # the backward of the traced graph runs
+    assert model.dora.embeddings.patch_embeddings.projection.weight.grad is not None
+
+
+def recipe(dataset: Path, output_dir: Path, **overrides):
+    values = {
+        "dataset": str(dataset), "output_dir": str(output_dir), "frames_per_clip": 2, "clip_step": 6,
+        "batch_size_per_device": 2, "num_workers": 0, "shuffle_buffer": 8, "mixed_precision": "no",
+        "max_steps": 3, "steps_per_epoch": 3, "warmup_epochs": 1, "base_learning_rate": 0.05,
+        "logging_steps": 1, "checkpointing_steps": 3, "freeze_last_layer": 0, "model": MODEL, "views": VIEWS,
+    }
+    return load_recipe(None, {**values, **overrides})
+
+
+def test_compile_key_compiles_both_backbones_in_place_and_trains_the_same(
+    tiny_frames_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compiled: list[torch.nn.Module] = []
+    original = torch.nn.Module.compile
+
+    def compile_eagerly(self, *args, **kwargs):
+        compiled.append(self)
+        return original(self, *args, **{**kwargs, "backend": "eager"})
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_eagerly)
+    plain = pretrain(recipe(tiny_frames_dataset, tmp_path / "plain"), Accelerator(cpu=True))
+    assert compiled == []
+    with_compile = pretrain(recipe(tiny_frames_dataset, tmp_path / "compiled", compile=True), Accelerator(cpu=True))
+
+    assert len(compiled) == 2 and all(type(m).__name__ == "DoraModel" for m in compiled)
+    assert compiled[1] is with_compile.teacher.dora
+    # In place: the parameter names (EMA pairing, checkpoints, export) are unchanged.
+    assert list(with_compile.teacher.state_dict()) == list(plain.teacher.state_dict())
+    for name, value in plain.teacher.state_dict().items():
+        torch.testing.assert_close(with_compile.teacher.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(with_compile.loss_fn.center, plain.loss_fn.center, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_key_must_be_a_boolean(tiny_frames_dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(DoraUserError, match="recipe key 'compile' must be true or false"):
+        pretrain(recipe(tiny_frames_dataset, tmp_path / "run", compile="yes"), Accelerator(cpu=True))
