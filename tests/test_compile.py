@@ -32,7 +32,7 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def test_backbone_traces_as_one_graph_at_both_resolutions_and_with_tracker_features() -> None:
+def test_backbone_traces_as_one_graph_at_both_resolutions_with_patch_masks_and_tracker_features() -> None:
     torch.manual_seed(0)
     model = DoraForPreTraining(tiny_config(drop_path_rate=0.0)).eval()
     size = model.config.image_size
@@ -44,12 +44,17 @@ def test_backbone_traces_as_one_graph_at_both_resolutions_and_with_tracker_featu
         got_global = backbone(pixel_values=global_views).pooler_output
         got_local = backbone(pixel_values=local_views, interpolate_pos_encoding=True).pooler_output
         got_teacher = full(global_views, output_tracker_features=True)
+        patches = (size // model.config.patch_size) ** 2
+        patch_mask = torch.rand(3, model.config.num_objects, patches) > 0.5  # the student's masked views
+        got_masked = backbone(pixel_values=global_views, patch_mask=patch_mask).pooler_output
+        want_masked = model.dora(pixel_values=global_views, patch_mask=patch_mask).pooler_output
         want_global = model.dora(pixel_values=global_views).pooler_output
         want_local = model.dora(pixel_values=local_views, interpolate_pos_encoding=True).pooler_output
         want_teacher = model(global_views, output_tracker_features=True)
     torch.testing.assert_close(got_global, want_global)
     torch.testing.assert_close(got_local, want_local)
     torch.testing.assert_close(got_teacher.logits, want_teacher.logits)
+    torch.testing.assert_close(got_masked, want_masked)
     for name in ("queries", "keys", "cls_attention", "patch_features"):
         torch.testing.assert_close(
             getattr(got_teacher.tracker_features, name), getattr(want_teacher.tracker_features, name)

@@ -10,8 +10,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
-from dora_hf.loss import DoraLoss, reference_object_weights, teacher_temperature_at
+from dora_hf import loss as loss_module
+from dora_hf.loss import DoraLoss, reference_object_weights, soft_cross_entropy, teacher_temperature_at
 
 STUDENT_TEMP = 0.1
 WARMUP_TEMP, FINAL_TEMP, WARMUP_EPOCHS, N_EPOCHS = 0.04, 0.07, 10, 100
@@ -283,6 +286,113 @@ def test_autocast_computes_in_float32():
     torch.testing.assert_close(loss, expected, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(loss_fp32_inputs, expected, atol=1e-6, rtol=1e-6)
     assert loss_fn.center.dtype == torch.float32
+
+
+def log_softmax_loss(loss_fn: DoraLoss, teacher, masked, local, epoch) -> torch.Tensor:
+    """The loss as it was written before: float32 log-softmax of every student logit, then einsums."""
+    tau = loss_fn.teacher_temperature(epoch)
+    targets = F.softmax((teacher.float() - loss_fn.center) / tau, dim=-1)
+    log_masked = F.log_softmax(masked.float() / loss_fn.student_temp, dim=-1)
+    log_local = F.log_softmax(local.float() / loss_fn.student_temp, dim=-1)
+    ce_masked = -torch.einsum("btd,bktd->kt", targets, log_masked) / teacher.shape[0]
+    ce_local = -torch.einsum("btd,bctd->ct", targets, log_local) / teacher.shape[0]
+    return 0.5 * (ce_masked.mean() + ce_local.mean())
+
+
+@pytest.mark.parametrize("chunk_elements", [None, 1])  # one chunk, or one clip per chunk
+def test_bfloat16_student_logits_match_the_float32_log_softmax(monkeypatch, chunk_elements):
+    if chunk_elements is not None:
+        monkeypatch.setattr(loss_module, "CHUNK_ELEMENTS", chunk_elements)
+    teacher, masked, local_logits, center = make_logits(3, 3, 2, 4, 4096)
+    teacher, masked, local_logits = teacher.bfloat16(), masked.bfloat16(), local_logits.bfloat16()
+    loss_fn = make_loss(4096, False)
+    loss_fn.center.copy_(center)
+    masked.requires_grad_(True)
+    local_logits.requires_grad_(True)
+    loss = loss_fn(teacher, masked, local_logits, 2, update_center=False)
+    grads = torch.autograd.grad(loss, (masked, local_logits))
+
+    upcast = [x.detach().float().requires_grad_(True) for x in (masked, local_logits)]
+    expected = log_softmax_loss(loss_fn, teacher, *upcast, 2)
+    expected_grads = torch.autograd.grad(expected, upcast)
+    exact_fn = make_loss(4096, False).double()
+    exact_fn.center.copy_(center)
+    exact = exact_fn(teacher.double(), masked.double(), local_logits.double(), 2, update_center=False)
+
+    assert loss.dtype == torch.float32
+    # The float32 log-softmax formula is itself about 6e-6 (relative) off the float64 value here.
+    torch.testing.assert_close(loss, expected, atol=0, rtol=1e-5)
+    torch.testing.assert_close(loss.double(), exact, atol=0, rtol=1e-6)
+    for grad, expected_grad, logits in zip(grads, expected_grads, (masked, local_logits)):
+        assert grad.dtype == torch.bfloat16 and grad.shape == logits.shape
+        # the same float32 gradient, rounded once to bfloat16
+        atol = 1e-3 * expected_grad.abs().max().item()
+        torch.testing.assert_close(grad, expected_grad.bfloat16(), atol=atol, rtol=8e-3)
+
+
+@pytest.mark.parametrize("chunk_elements", [None, 1])
+def test_soft_cross_entropy_gradient_passes_gradcheck(monkeypatch, chunk_elements):
+    if chunk_elements is not None:
+        monkeypatch.setattr(loss_module, "CHUNK_ELEMENTS", chunk_elements)
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 2, 2, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    targets = torch.randn(3, 2, 5, generator=gen, dtype=torch.float64).softmax(-1)
+    ce = soft_cross_entropy(logits, targets, 0.1, torch.float64)
+    naive = torch.stack(
+        [
+            torch.stack([naive_ce(targets[b, t].log(), 0.0, 1.0, logits[b, v, t]) for t in range(2)])
+            for b in range(3)
+            for v in range(2)
+        ]
+    ).reshape(3, 2, 2)
+    torch.testing.assert_close(ce, naive, atol=1e-12, rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda s: soft_cross_entropy(s, targets, 0.1, torch.float64), (logits,))
+
+
+def allocated_during(fn) -> tuple[int, int]:
+    """Peak and still-held bytes allocated on the CPU while ``fn`` runs.
+
+    Read from the profiler's raw allocation and free records (``profile_memory=True``), in
+    time order; skipped where this torch does not expose them.
+    """
+    held = []
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        held.append(fn())
+    results = getattr(prof.profiler, "kineto_results", None)
+    if results is None:
+        pytest.skip("this torch's profiler does not expose its allocation records")
+    records = sorted((event.start_ns(), event.nbytes()) for event in results.events() if event.name() == "[memory]")
+    if not records:
+        pytest.skip("the profiler recorded no CPU allocations")
+    current = peak = 0
+    for _, delta in records:
+        current += delta
+        peak = max(peak, current)
+    return peak, current
+
+
+def test_loss_keeps_no_float32_copy_of_the_student_logits(monkeypatch):
+    """Against the log-softmax formula: never a float32 copy of all the student logits at once.
+
+    The float32 working set is one chunk (here one clip's views), and only the bfloat16 logits
+    and the row log-sum-exps are kept for the backward, not float32 log-probabilities.
+    """
+    batch, objects, frames, num_local, dim = 8, 3, 1, 6, 1 << 16
+    monkeypatch.setattr(loss_module, "CHUNK_ELEMENTS", num_local * frames * dim)
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.randn(batch, frames, dim, generator=gen).bfloat16()
+    masked = torch.randn(batch, objects, frames, dim, generator=gen).bfloat16().requires_grad_(True)
+    local_logits = torch.randn(batch, num_local, frames, dim, generator=gen).bfloat16().requires_grad_(True)
+    loss_fn = make_loss(dim, False)
+    student_float32_bytes = 4 * (masked.numel() + local_logits.numel())
+
+    old_peak, old_held = allocated_during(lambda: log_softmax_loss(loss_fn, teacher, masked, local_logits, 0))
+    new_peak, new_held = allocated_during(lambda: loss_fn(teacher, masked, local_logits, 0, update_center=False))
+    # The measurement sees the float32 log-probabilities the old formula keeps for the backward.
+    assert old_held >= student_float32_bytes and old_peak >= old_held
+    assert new_held < student_float32_bytes / 4  # the float32 targets and the log-sum-exps
+    # float32 targets and one chunk; without chunks this would be about 0.8 of the old peak
+    assert new_peak < old_peak / 3
 
 
 def _free_port() -> int:

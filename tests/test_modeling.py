@@ -172,6 +172,82 @@ def test_drop_path_only_in_training_mode():
     assert not torch.allclose(a, b)
 
 
+def mask_pixels(pixels: torch.Tensor, patch_mask: torch.Tensor, patch: int) -> torch.Tensor:
+    """`(N, C, H, W)` images and `(N, M, P)` per-patch factors to the `N*M` masked images, patch by patch."""
+    num_images, num_masks, num_patches = patch_mask.shape
+    grid_w = pixels.shape[-1] // patch
+    masked = torch.zeros(num_images * num_masks, *pixels.shape[1:])
+    for i in range(num_images):
+        for j in range(num_masks):
+            for cell in range(num_patches):
+                gy, gx = divmod(cell, grid_w)
+                ys, xs = slice(gy * patch, (gy + 1) * patch), slice(gx * patch, (gx + 1) * patch)
+                masked[i * num_masks + j, :, ys, xs] = pixels[i, :, ys, xs] * patch_mask[i, j, cell]
+    return masked
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize(
+    "size, masks_per_image, kind",
+    [(32, None, "bool"), (32, 3, "bool"), (32, 2, "float"), (16, 2, "bool")],  # 16: interpolated positions
+)
+def test_patch_mask_on_tokens_equals_masking_the_pixels(attention, size, masks_per_image, kind):
+    torch.manual_seed(0)
+    config = tiny_config(attn_implementation=attention)
+    model = DoraForPreTraining(config).eval()
+    x = images(n=2, size=size)
+    patches = (size // config.patch_size) ** 2
+    gen = torch.Generator().manual_seed(1)
+    values = torch.rand(2, masks_per_image or 1, patches, generator=gen)
+    patch_mask = values > 0.5 if kind == "bool" else values
+    interpolate = size != config.image_size
+
+    model.zero_grad()
+    given = patch_mask if masks_per_image else patch_mask[:, 0]  # (N, P) or (N, M, P)
+    tokens = model(x, patch_mask=given, interpolate_pos_encoding=interpolate, output_attentions=attention == "eager")
+    probe = torch.randn(tokens.logits.shape, generator=gen)
+    (tokens.logits * probe).sum().backward()
+    token_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    model.zero_grad()
+    pixels = mask_pixels(x, patch_mask.float(), config.patch_size)
+    expected = model(pixels, interpolate_pos_encoding=interpolate, output_attentions=attention == "eager")
+    (expected.logits * probe).sum().backward()
+
+    assert tokens.last_hidden_state.shape == (2 * (masks_per_image or 1), 1 + patches, config.hidden_size)
+    torch.testing.assert_close(tokens.last_hidden_state, expected.last_hidden_state, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tokens.logits, expected.logits, atol=1e-5, rtol=1e-5)
+    if attention == "eager":
+        torch.testing.assert_close(tokens.attentions[0], expected.attentions[0], atol=1e-5, rtol=1e-5)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(
+            token_grads[name], param.grad, atol=1e-5, rtol=1e-4, msg=lambda m, name=name: f"{name}: {m}"
+        )
+    assert token_grads["dora.embeddings.patch_embeddings.projection.weight"].abs().sum() > 0
+
+
+def test_patch_mask_keeps_stochastic_depth_per_masked_sequence():
+    """Each masked sequence draws its own drop-path decision, as each masked image did."""
+    torch.manual_seed(0)
+    model = DoraModel(tiny_config(drop_path_rate=0.5)).train()
+    x = images(n=3)
+    patch_mask = torch.rand(3, 4, 16, generator=torch.Generator().manual_seed(2)) > 0.5
+    torch.manual_seed(5)
+    tokens = model(x, patch_mask=patch_mask).pooler_output
+    torch.manual_seed(5)
+    pixels = model(mask_pixels(x, patch_mask.float(), 8)).pooler_output
+    torch.testing.assert_close(tokens, pixels, atol=1e-5, rtol=1e-5)
+    model.eval()
+    assert not torch.allclose(tokens, model(x, patch_mask=patch_mask).pooler_output, atol=1e-3)
+
+
+def test_patch_mask_shape_is_checked(model):
+    x = images()
+    for bad in (torch.ones(2, 15), torch.ones(3, 16), torch.ones(2, 2, 2, 16)):
+        with pytest.raises(ValueError, match="patch_mask"):
+            model(x, patch_mask=bad)
+
+
 def test_norm_last_layer_freezes_the_gain():
     assert DoraForPreTraining(tiny_config(norm_last_layer=True)).projection_head.last_layer.magnitude.requires_grad is False
     assert DoraForPreTraining(tiny_config(norm_last_layer=False)).projection_head.last_layer.magnitude.requires_grad

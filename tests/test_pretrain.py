@@ -53,10 +53,10 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def tiny_training_step(recipe, freeze_last_layer: float = 1):
+def tiny_training_step(recipe, freeze_last_layer: float = 1, **model_overrides):
     """A DoraTrainingStep on the tiny model with the same start as the student (seed 0)."""
     torch.manual_seed(0)
-    config = DoraConfig(**TINY_MODEL)
+    config = DoraConfig(**{**TINY_MODEL, **model_overrides})
     student_model, teacher = DoraForPreTraining(config).train(), DoraForPreTraining(config).eval()
     teacher.load_state_dict(student_model.state_dict())
     teacher.requires_grad_(False)
@@ -90,6 +90,70 @@ def test_one_step_updates_student_and_moves_teacher_by_ema(tiny_frames_dataset, 
         expected = momentum * teacher_before[key] + (1 - momentum) * student_after[key]
         torch.testing.assert_close(value, expected)
     assert not any(p.grad is not None for p in teacher.parameters())
+
+
+
+class PixelMaskedStudent(torch.nn.Module):
+    """The student as the step ran it before masking tokens: the `k*B*T` masked images in pixels.
+
+    It reads the tracking head's own `masked_views` (captured by a hook), not the patch masks the
+    step passes, so the comparison covers the whole path from the tracks to the logits.
+    """
+
+    def __init__(self, model: DoraForPreTraining, teacher: DoraForPreTraining):
+        super().__init__()
+        self.model = model
+        self.tracks = None
+        teacher.tracking_head.register_forward_hook(lambda _module, _args, out: setattr(self, "tracks", out))
+
+    def forward(self, global_views, view_patch_masks, local_views):
+        masked_views = self.tracks.masked_views
+        features = torch.cat(
+            (
+                self.model.dora(pixel_values=masked_views.flatten(0, 2)).pooler_output,
+                self.model.dora(pixel_values=local_views.flatten(0, 2), interpolate_pos_encoding=True).pooler_output,
+            )
+        )
+        logits = self.model.projection_head(features)
+        masked, local = logits[: masked_views.shape[:3].numel()], logits[masked_views.shape[:3].numel() :]
+        return masked.unflatten(0, masked_views.shape[:3]), local.unflatten(0, local_views.shape[:3])
+
+
+def assert_same_weights(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], hidden_size: int) -> None:
+    """Equal to float rounding, except the attention's key bias, which is only close.
+
+    Softmax ignores a shift shared by all keys, so the key bias has a zero gradient up to
+    rounding, and AdamW, which divides each gradient by its own size, turns that rounding into
+    updates of up to the learning rate (4e-4 here; about 1e-5 seen). Tolerate a quarter of it.
+    """
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        a, b = ours[name], theirs[name]
+        if name.endswith("attention.qkv.bias"):
+            keys = slice(hidden_size, 2 * hidden_size)
+            torch.testing.assert_close(a[keys], b[keys], atol=1e-4, rtol=0, msg=lambda m, n=name: f"{n} (k): {m}")
+            a, b = (torch.cat((x[:hidden_size], x[2 * hidden_size :])) for x in (a, b))
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("mask_mode", ["keep", "remove"])
+def test_step_on_masked_patch_tokens_equals_step_on_masked_pixels(tiny_frames_dataset, tmp_path, mask_mode):
+    recipe = tiny_recipe(tiny_frames_dataset, tmp_path / "run")
+    overrides = dict(drop_path_rate=0.0, mask_mode=mask_mode)  # no random drops, to compare exactly
+    tokens, tokens_student, tokens_teacher, _ = tiny_training_step(recipe, **overrides)
+    pixels, pixels_student, pixels_teacher, _ = tiny_training_step(recipe, **overrides)
+    pixels.student = PixelMaskedStudent(pixels_student, pixels_teacher)
+    start = snapshot(tokens_student)
+    frames = torch.randint(0, 256, (2, 2, 3, 40, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    for step in range(2):
+        token_out = tokens(frames, step)
+        pixel_out = pixels(frames, step, return_tracks=True)  # the teacher's pixel masks, for the student
+        assert token_out.tracks is None and 0 < pixel_out.tracks.view_patch_masks.float().mean() < 1
+        torch.testing.assert_close(token_out.loss, pixel_out.loss, atol=1e-6, rtol=1e-5)
+        for ours, theirs in ((tokens_student, pixels_student), (tokens_teacher, pixels_teacher)):
+            assert_same_weights(snapshot(ours), snapshot(theirs), hidden_size=TINY_MODEL["hidden_size"])
+    patch_weight = "dora.embeddings.patch_embeddings.projection.weight"
+    assert not torch.equal(start[patch_weight], snapshot(tokens_student)[patch_weight])
 
 
 def run_pretrain(recipe, monkeypatch=None, interrupt_at: int | None = None, nan_from: int | None = None):

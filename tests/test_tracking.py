@@ -8,6 +8,7 @@ from dora_tiny import tiny_config
 
 from dora_hf import DoraForPreTraining
 from dora_hf.modeling import DoraTrackerFeatures, DoraTrackingHead, sinkhorn_knopp
+from dora_hf.training.step import MultiViewStudent
 
 
 def naive_sinkhorn(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Tensor:
@@ -102,6 +103,31 @@ def test_batched_tracking_equals_per_frame_per_object_loops(scope, mode):
     assert torch.equal(out.masks, masks)
     torch.testing.assert_close(out.masked_views, masked)
     assert out.patch_masks.shape == (batch, 3, frames, grid, grid)
+
+
+
+@pytest.mark.parametrize("scope", ["batch", "per_image"])
+@pytest.mark.parametrize("mode", ["keep", "remove"])
+def test_view_patch_masks_are_what_each_masked_view_keeps(scope, mode):
+    config = tiny_config(mask_threshold_scope=scope, mask_mode=mode)
+    feats = random_features(2, 3, 4, 16, 12, seed=3)
+    views = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    head = DoraTrackingHead(config)
+    out = head(feats, views, head_indices=[1, 3, 0])
+    kept = out.view_patch_masks
+    assert kept.dtype == torch.bool and kept.shape == out.patch_masks.shape == (2, 3, 3, 4, 4)
+    assert torch.equal(kept, out.patch_masks if mode == "keep" else ~out.patch_masks)
+    # the masked views are the frames times the kept patches, cell by cell
+    for gy in range(4):
+        for gx in range(4):
+            cell = out.masked_views[..., gy * 8 : (gy + 1) * 8, gx * 8 : (gx + 1) * 8]
+            frame = views[..., gy * 8 : (gy + 1) * 8, gx * 8 : (gx + 1) * 8].unsqueeze(1)
+            keep = kept[:, :, :, gy, gx, None, None, None]
+            torch.testing.assert_close(cell, frame * keep, atol=0, rtol=0)
+    # without pixel masks: nothing at pixel resolution, the same patch masks
+    lean = head(feats, views, head_indices=[1, 3, 0], output_pixel_masks=False)
+    assert lean.masks is None and lean.masked_views is None
+    assert torch.equal(lean.view_patch_masks, kept) and torch.equal(lean.patch_masks, out.patch_masks)
 
 
 def test_sinkhorn_matches_naive_loops_and_holds_marginals():
@@ -241,3 +267,42 @@ def test_gradients_reach_only_the_student():
     assert all(p.grad is None for p in teacher.parameters())
     grads = [p.grad for n, p in student.named_parameters() if p.requires_grad]
     assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("scope", ["batch", "per_image"])
+@pytest.mark.parametrize("mode", ["keep", "remove"])
+def test_student_on_masked_patch_tokens_equals_student_on_masked_views(scope, mode):
+    """`MultiViewStudent` (one projection per frame, masks on tokens) against the student run
+    on the `k*B*T` masked images, as the step used to: logits and gradients."""
+    torch.manual_seed(0)
+    config = tiny_config(mask_threshold_scope=scope, mask_mode=mode, drop_path_rate=0.0)
+    teacher = DoraForPreTraining(config).eval()
+    student = DoraForPreTraining(config).train()
+    gen = torch.Generator().manual_seed(6)
+    clips = torch.randn(2, 3, 3, 32, 32, generator=gen)
+    local_views = torch.randn(2, 2, 3, 3, 16, 16, generator=gen)  # (B, L, T, C, h, w)
+    tracks = teacher.discover_and_track(clips, head_indices=[0, 1, 2])
+    assert 0 < tracks.view_patch_masks.float().mean() < 1
+
+    masked_logits, local_logits = MultiViewStudent(student)(clips, tracks.view_patch_masks, local_views)
+    probes = [torch.randn(masked_logits.shape, generator=gen), torch.randn(local_logits.shape, generator=gen)]
+    params = [p for p in student.parameters() if p.requires_grad]
+    token_grads = torch.autograd.grad((masked_logits * probes[0]).sum() + (local_logits * probes[1]).sum(), params)
+
+    features = torch.cat(
+        (
+            student.dora(pixel_values=tracks.masked_views.flatten(0, 2)).pooler_output,
+            student.dora(pixel_values=local_views.flatten(0, 2), interpolate_pos_encoding=True).pooler_output,
+        )
+    )
+    expected_masked, expected_local = student.projection_head(features).split([2 * 3 * 3, 2 * 2 * 3])
+    expected_masked, expected_local = expected_masked.reshape(2, 3, 3, -1), expected_local.reshape(2, 2, 3, -1)
+    pixel_grads = torch.autograd.grad((expected_masked * probes[0]).sum() + (expected_local * probes[1]).sum(), params)
+
+    torch.testing.assert_close(masked_logits, expected_masked, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(local_logits, expected_local, atol=1e-5, rtol=1e-5)
+    names = [n for n, p in student.named_parameters() if p.requires_grad]
+    for name, got, expected in zip(names, token_grads, pixel_grads):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+    patch_weight = names.index("dora.embeddings.patch_embeddings.projection.weight")
+    assert token_grads[patch_weight].abs().sum() > 0

@@ -33,6 +33,69 @@ def teacher_temperature_at(
     return float(warmup_teacher_temp + (teacher_temp - warmup_teacher_temp) * progress)
 
 
+CHUNK_ELEMENTS = 1 << 24
+"""How many student logits :func:`soft_cross_entropy` takes to float32 at once (64 MiB): its
+working set, instead of float32 copies of all (B, K + L, T, 65536) of them."""
+
+
+class _SoftCrossEntropy(torch.autograd.Function):
+    """Per-row ``CE(p, s) = logsumexp(s / T) - p . s / T``, in ``dtype``, chunk by chunk.
+
+    The identity holds because each target row sums to one. Only one chunk of the student
+    logits exists in ``dtype`` at a time, in the forward and in the backward; what is kept for
+    the backward is the logits as given (usually bfloat16) and the row log-sum-exps, instead of
+    the float32 log-softmax of all of them.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
+        batch = logits.shape[0]
+        lse = torch.empty(logits.shape[:-1], dtype=dtype, device=logits.device)
+        ce = torch.empty_like(lse)
+        step = _chunk_rows(logits)
+        for start in range(0, batch, step):
+            rows = slice(start, start + step)
+            scaled = logits[rows].to(dtype, copy=True).div_(temperature)  # (b, V, T, D)
+            lse[rows] = torch.logsumexp(scaled, dim=-1)
+            # p . s / T as a batched matmul; targets (b, T, D) are shared by the V views.
+            dot = torch.einsum("bvtd,btd->bvt", scaled, targets[rows])
+            ce[rows] = lse[rows] - dot
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.temperature = temperature
+        return ce
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_ce: Tensor) -> tuple[Tensor, None, None, None]:
+        logits, targets, lse = ctx.saved_tensors
+        temperature = ctx.temperature
+        grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+        step = _chunk_rows(logits)
+        for start in range(0, logits.shape[0], step):
+            rows = slice(start, start + step)
+            # d CE / d s = (softmax(s / T) - p) / T, the softmax from the saved log-sum-exp.
+            chunk = logits[rows].to(lse.dtype, copy=True).div_(temperature)
+            chunk.sub_(lse[rows].unsqueeze(-1)).exp_().sub_(targets[rows].unsqueeze(1))
+            grad[rows] = chunk.mul_(grad_ce[rows].unsqueeze(-1) / temperature)
+        return grad, None, None, None
+
+
+def _chunk_rows(logits: Tensor) -> int:
+    """Leading-dimension rows per chunk: about ``CHUNK_ELEMENTS`` elements, at least one row."""
+    per_row = max(logits[:1].numel(), 1)
+    return max(CHUNK_ELEMENTS // per_row, 1)
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor, temperature: float, dtype: torch.dtype) -> Tensor:
+    """``CE(p_{b,t}, s_{b,v,t})`` for student logits ``(B, V, T, D)`` and targets ``(B, T, D)``.
+
+    Computed in ``dtype`` (float32 or float64) whatever the logits' precision, without a full
+    ``dtype`` copy of the logits; returns ``(B, V, T)`` in ``dtype``. The targets must be
+    probabilities (rows summing to one) and get no gradient.
+    """
+    return _SoftCrossEntropy.apply(logits, targets.detach().to(dtype), temperature, dtype)
+
+
 def reference_object_weights(num_objects: int, num_frames: int) -> Tensor:
     """Weight of each object's frame sum in the reference loss, shape ``(num_objects,)``.
 
@@ -218,12 +281,11 @@ class DoraLoss(nn.Module):
 
         if self.reference_compat:
             local = local[:, 1:]  # the reference skips local view 0
-        log_masked = F.log_softmax(masked.to(dtype) / self.student_temp, dim=-1)
-        log_local = F.log_softmax(local.to(dtype) / self.student_temp, dim=-1)
-        # Batch-mean cross-entropies; the local term does not depend on the object, so it is
+        # Batch-mean cross-entropies, without a float32 copy of the student logits (which are
+        # (B, K + L, T, 65536)); the local term does not depend on the object, so it is
         # computed once per (local view, frame) instead of once per object.
-        ce_masked = -torch.einsum("btd,bktd->kt", targets, log_masked) / batch  # (K, T)
-        ce_local = -torch.einsum("btd,bctd->ct", targets, log_local) / batch  # (L, T)
+        ce_masked = soft_cross_entropy(masked, targets, self.student_temp, dtype).sum(dim=0) / batch  # (K, T)
+        ce_local = soft_cross_entropy(local, targets, self.student_temp, dtype).sum(dim=0) / batch  # (L, T)
 
         if not self.reference_compat:
             return 0.5 * (ce_masked.mean() + ce_local.mean())

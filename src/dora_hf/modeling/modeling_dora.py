@@ -60,12 +60,36 @@ class DoraPatchEmbeddings(nn.Module):
             config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
         )
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, patch_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`(N, C, H, W)` images to `(N, P, d)` tokens, or `(N * M, P, d)` with `M` masks per image.
+
+        A mask constant on every patch commutes with the projection, `W (m x) + b = m (W x) + b`,
+        so `patch_mask` scales each patch's projection before the bias: the tokens of the masked
+        image, without building it and with one projection per image however many masks it has.
+        """
         if pixel_values.shape[1] != self.num_channels:
             raise ValueError(
                 f"pixel_values has {pixel_values.shape[1]} channels, the configuration expects {self.num_channels}"
             )
-        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+        if patch_mask is None:
+            return self.projection(pixel_values).flatten(2).transpose(1, 2)
+        projected = F.conv2d(pixel_values, self.projection.weight, stride=self.projection.stride)
+        projected = projected.flatten(2).transpose(1, 2)  # (N, P, d), no bias yet
+        batch, num_patches = projected.shape[:2]
+        if patch_mask.ndim == 2:
+            patch_mask = patch_mask.unsqueeze(1)
+        if patch_mask.ndim != 3 or patch_mask.shape[0] != batch or patch_mask.shape[2] != num_patches:
+            raise ValueError(
+                f"patch_mask must be ({batch}, {num_patches}) or ({batch}, num_masks, {num_patches}) for "
+                f"pixel_values of shape {tuple(pixel_values.shape)}, got {tuple(patch_mask.shape)}"
+            )
+        mask = patch_mask.to(projected.dtype).unsqueeze(-1)  # (N, M, P, 1)
+        projected = projected.unsqueeze(1)  # (N, 1, P, d): broadcast over the masks, not copied
+        if self.projection.bias is None:
+            tokens = projected * mask
+        else:
+            tokens = torch.addcmul(self.projection.bias.to(projected.dtype), projected, mask)
+        return tokens.flatten(0, 1)
 
 
 class DoraEmbeddings(nn.Module):
@@ -98,8 +122,13 @@ class DoraEmbeddings(nn.Module):
         patch_pos = patch_pos.to(class_pos.dtype).permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
         return torch.cat((class_pos, patch_pos), dim=1)
 
-    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
-        batch, _, height, width = pixel_values.shape
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        patch_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        _, _, height, width = pixel_values.shape
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(f"input size {height}x{width} is not a multiple of the patch size {self.patch_size}")
         if not interpolate_pos_encoding and (height != self.image_size or width != self.image_size):
@@ -107,7 +136,8 @@ class DoraEmbeddings(nn.Module):
                 f"input size {height}x{width} differs from the model's {self.image_size}x{self.image_size}; "
                 "pass interpolate_pos_encoding=True to resample the position embeddings"
             )
-        embeddings = self.patch_embeddings(pixel_values)
+        embeddings = self.patch_embeddings(pixel_values, patch_mask)
+        batch = embeddings.shape[0]  # N * M sequences when several masks per image are given
         embeddings = torch.cat((self.cls_token.expand(batch, -1, -1), embeddings), dim=1)
         embeddings = embeddings + self.interpolate_pos_encoding(height, width)
         return self.dropout(embeddings)
@@ -338,6 +368,7 @@ class DoraModel(DoraPreTrainedModel):
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
         return_dict: bool | None = None,
+        patch_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         r"""
@@ -345,12 +376,20 @@ class DoraModel(DoraPreTrainedModel):
             Normalised images (see `DoraImageProcessor`).
         interpolate_pos_encoding (`bool`, *optional*):
             Resample the position embeddings for inputs of another size than `config.image_size`.
+        patch_mask (`torch.Tensor` of shape `(batch_size, [num_masks,] num_patches)`, *optional*):
+            Multiplies each patch's projection, before the bias and the position embedding, by this
+            (bool or float; patches in row-major order). As patches do not overlap, this gives the
+            tokens of the image masked patch by patch in pixels, which is how DoRA's student sees
+            its masked views. With `num_masks` masks per image the outputs hold
+            `batch_size * num_masks` sequences, image-major (sequence `i * num_masks + j` is image
+            `i` under mask `j`), and each image is projected once.
         """
         output = self._encode(
             pixel_values,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
+            patch_mask=patch_mask,
         )
         result = BaseModelOutputWithPooling(
             last_hidden_state=output.last_hidden_state,
@@ -368,6 +407,7 @@ class DoraModel(DoraPreTrainedModel):
         output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
         output_tracker_features: bool = False,
+        patch_mask: torch.Tensor | None = None,
     ) -> DoraForPreTrainingOutput:
         if pixel_values is None:
             raise ValueError("pixel_values is required")
@@ -379,7 +419,9 @@ class DoraModel(DoraPreTrainedModel):
         if pixel_values.dtype != expected_dtype and not torch.is_autocast_enabled(pixel_values.device.type):
             pixel_values = pixel_values.to(expected_dtype)
 
-        embeddings = self.embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
+        embeddings = self.embeddings(
+            pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding), patch_mask=patch_mask
+        )
         capture = self.config.tracker_layer_index if output_tracker_features else None
         hidden_states, all_hidden, all_attentions, captured = self.encoder(
             embeddings, output_attentions, output_hidden_states, capture
@@ -441,6 +483,7 @@ class DoraForPreTraining(DoraPreTrainedModel):
         interpolate_pos_encoding: bool | None = None,
         output_tracker_features: bool = False,
         return_dict: bool | None = None,
+        patch_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> DoraForPreTrainingOutput | tuple:
         r"""
@@ -449,6 +492,9 @@ class DoraForPreTraining(DoraPreTrainedModel):
         output_tracker_features (`bool`, *optional*, defaults to `False`):
             Also return the tracker block's queries, keys and [CLS] attention and the patch
             features (`DoraTrackerFeatures`), for `self.tracking_head`.
+        patch_mask (`torch.Tensor` of shape `(batch_size, [num_masks,] num_patches)`, *optional*):
+            Masks applied to the patch tokens, as in `DoraModel.forward`; the logits then hold
+            `batch_size * num_masks` rows, image-major.
         """
         output = self.dora._encode(
             pixel_values,
@@ -456,6 +502,7 @@ class DoraForPreTraining(DoraPreTrainedModel):
             output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
             output_tracker_features=output_tracker_features,
+            patch_mask=patch_mask,
         )
         output.logits = self.projection_head(output.pooler_output)
         return_dict = return_dict if return_dict is not None else self.config.return_dict

@@ -10,7 +10,9 @@ authors' reference code computes it, batched over clips, frames and objects:
    prototypes, whose plan pools the patch features into refined prototypes;
 3. tracking (every frame): cross-attention of the refined prototypes over the frame's patch keys;
 4. masks: each object's attention, L2-normalised over patches and thresholded at its mean,
-   upsampled to pixels, masks the frame's global view.
+   masks the frame's global view. The masks are constant on every patch, so the student applies
+   them to its patch tokens (``view_patch_masks``); the masked pixels themselves
+   (``masked_views``) are built only on request, for pictures.
 
 Every step is a pure function of tensors so that it can be tested and reused on its own; the
 ``DoraTrackingHead`` module only wires them with the model's configuration. It has no weights.
@@ -130,19 +132,26 @@ def upsample_masks(patch_masks: torch.Tensor, grid: tuple[int, int], patch_size:
     return masks.repeat_interleave(patch_size, dim=3).repeat_interleave(patch_size, dim=4)
 
 
+def kept_by_view(masks: torch.Tensor, mode: str) -> torch.Tensor:
+    """What a masked view keeps of its frame, from the tracked-object masks (any shape, boolean).
+
+    ``"keep"`` (reference code) keeps the tracked object and zeroes the rest; ``"remove"`` zeroes
+    the object.
+    """
+    if mode == "keep":
+        return masks
+    if mode == "remove":
+        return ~masks
+    raise ValueError(f"unknown mask mode {mode!r}; expected 'keep' or 'remove'")
+
+
 def apply_masks(views: torch.Tensor, masks: torch.Tensor, mode: str) -> torch.Tensor:
     """Masked views `(B, k, T, C, H, W)` from global views `(B, T, C, H, W)` and masks `(B, k, T, H, W)`.
 
-    ``"keep"`` (reference code) keeps the tracked object and zeroes the rest; ``"remove"`` zeroes
-    the object. Zero is the mean colour because the views are already normalised.
+    See `kept_by_view` for the modes. Zero is the mean colour because the views are already
+    normalised.
     """
-    if mode == "keep":
-        keep = masks
-    elif mode == "remove":
-        keep = ~masks
-    else:
-        raise ValueError(f"unknown mask mode {mode!r}; expected 'keep' or 'remove'")
-    return views.unsqueeze(1) * keep.unsqueeze(3).to(views.dtype)
+    return views.unsqueeze(1) * kept_by_view(masks, mode).unsqueeze(3).to(views.dtype)
 
 
 @dataclass
@@ -173,9 +182,13 @@ class DoraTrackingOutput(ModelOutput):
         assignment: `(B, P, k)` Sinkhorn-Knopp transport plan of frame 0's patches.
         refined_prototypes: `(B, k, d)`.
         cross_attention: `(B, k, T, P)` each object's attention over each frame's patches.
-        patch_masks: `(B, k, T, gh, gw)` boolean masks on the patch grid.
-        masks: `(B, k, T, H, W)` boolean pixel masks.
-        masked_views: `(B, k, T, C, H, W)` the global views masked by the tracks.
+        patch_masks: `(B, k, T, gh, gw)` boolean masks of the tracked objects on the patch grid.
+        view_patch_masks: `(B, k, T, gh, gw)` boolean: the patches each masked view keeps
+            (`patch_masks`, inverted when `mask_mode="remove"`); flattened over the grid, the
+            student's `patch_mask`.
+        masks: `(B, k, T, H, W)` boolean pixel masks, when `output_pixel_masks=True`.
+        masked_views: `(B, k, T, C, H, W)` the global views masked by the tracks, when
+            `output_pixel_masks=True`.
     """
 
     head_indices: torch.Tensor | None = None
@@ -184,6 +197,7 @@ class DoraTrackingOutput(ModelOutput):
     refined_prototypes: torch.Tensor | None = None
     cross_attention: torch.Tensor | None = None
     patch_masks: torch.Tensor | None = None
+    view_patch_masks: torch.Tensor | None = None
     masks: torch.Tensor | None = None
     masked_views: torch.Tensor | None = None
 
@@ -215,6 +229,7 @@ class DoraTrackingHead(nn.Module):
         pixel_values: torch.Tensor,
         head_indices: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        output_pixel_masks: bool = True,
     ) -> DoraTrackingOutput:
         """Track objects through clips.
 
@@ -223,6 +238,9 @@ class DoraTrackingHead(nn.Module):
                 row `b*T + t`), as returned by `DoraForPreTraining(..., output_tracker_features=True)`.
             pixel_values: `(B, T, C, H, W)` the global views those features came from.
             head_indices: `(k,)` explicit heads (reproducible); drawn with `generator` otherwise.
+            output_pixel_masks: also return the pixel `masks` and the `masked_views`. Training
+                leaves them out: the student masks its patch tokens with `view_patch_masks`
+                instead, and `masked_views` would be `k` float copies of every frame.
         """
         if pixel_values.ndim != 5:
             raise ValueError(f"pixel_values must be (batch, frames, channels, height, width), got {tuple(pixel_values.shape)}")
@@ -264,15 +282,19 @@ class DoraTrackingHead(nn.Module):
         cross_attention = track_objects(refined, keys)
         patch_masks = binarize_attention(cross_attention, self.mask_threshold_scope)
         grid = (height // self.patch_size, width // self.patch_size)
-        masks = upsample_masks(patch_masks, grid, self.patch_size)
-        masked_views = apply_masks(pixel_values, masks, self.mask_mode)
+        masks = masked_views = None
+        if output_pixel_masks:
+            masks = upsample_masks(patch_masks, grid, self.patch_size)
+            masked_views = apply_masks(pixel_values, masks, self.mask_mode)
+        patch_masks = patch_masks.reshape(batch, self.num_objects, frames, *grid)
         return DoraTrackingOutput(
             head_indices=head_indices,
             prototypes=prototypes,
             assignment=assignment,
             refined_prototypes=refined,
             cross_attention=cross_attention,
-            patch_masks=patch_masks.reshape(batch, self.num_objects, frames, *grid),
+            patch_masks=patch_masks,
+            view_patch_masks=kept_by_view(patch_masks, self.mask_mode),
             masks=masks,
             masked_views=masked_views,
         )

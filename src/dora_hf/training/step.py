@@ -2,7 +2,8 @@
 
 Per step, for a batch of B clips of T frames: one teacher forward over the B*T global views
 (with tracker features), one tracking-head call over all clips, frames and objects, one student
-call over the k*B*T masked views and the L*B*T local views, the loss as batched tensor maths,
+call over the k*B*T masked views (the B*T global views embedded once, each object's patch mask
+applied to the patch tokens) and the L*B*T local views, the loss as batched tensor maths,
 backward, per-parameter clipping, the frozen last layer in early epochs, the optimiser step with
 this step's learning rate and weight decay, and the EMA teacher update. No Python loop over
 frames, objects or crops, and no host sync inside the step.
@@ -30,19 +31,40 @@ class MultiViewStudent(nn.Module):
     The backbone runs once per resolution (masked views at the global size, local views at the
     local size with interpolated position embeddings) and the projection head once over both,
     so DDP sees a single forward per step.
+
+    The masked views are never built as images: the tracking masks are constant on every patch,
+    so the backbone embeds each global view once and multiplies its patch projections by the
+    `k` object masks (`patch_mask`), which gives the tokens of the `k` masked images.
     """
 
     def __init__(self, model: DoraForPreTraining):
         super().__init__()
         self.model = model
 
-    def forward(self, masked_views: torch.Tensor, local_views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = [self.model.dora(pixel_values=masked_views).pooler_output]
-        if local_views.numel():
-            features.append(self.model.dora(pixel_values=local_views, interpolate_pos_encoding=True).pooler_output)
+    def forward(
+        self, global_views: torch.Tensor, view_patch_masks: torch.Tensor, local_views: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student logits of the masked views `(B, k, T, D)` and of the local views `(B, L, T, D)`.
+
+        Args:
+            global_views: `(B, T, C, H, W)` the frames' global views.
+            view_patch_masks: `(B, k, T, gh, gw)` the patches each masked view keeps
+                (`DoraTrackingOutput.view_patch_masks`).
+            local_views: `(B, L, T, C, h, w)`.
+        """
+        batch, objects, frames = view_patch_masks.shape[:3]
+        # Image-major masks, (B*T, k, P): sequence (b*T + t)*k + j is frame t of clip b under mask j.
+        patch_mask = view_patch_masks.flatten(3).transpose(1, 2).flatten(0, 1)
+        masked = self.model.dora(pixel_values=global_views.flatten(0, 1), patch_mask=patch_mask).pooler_output
+        # Back to the loss's (B, k, T) order on the pooled features, which are small.
+        features = [masked.unflatten(0, (batch, frames, objects)).transpose(1, 2).flatten(0, 2)]
+        num_local = local_views.shape[:3].numel()
+        if num_local:
+            local = local_views.flatten(0, 2)
+            features.append(self.model.dora(pixel_values=local, interpolate_pos_encoding=True).pooler_output)
         logits = self.model.projection_head(torch.cat(features))
-        masked_logits, local_logits = logits.split([masked_views.shape[0], local_views.shape[0]])
-        return masked_logits, local_logits
+        masked_logits, local_logits = logits.split([features[0].shape[0], num_local])
+        return masked_logits.unflatten(0, (batch, objects, frames)), local_logits.unflatten(0, local_views.shape[:3])
 
 
 @dataclass
@@ -116,15 +138,17 @@ class DoraTrainingStep:
             # Teacher: every frame's full global view, plus what the tracking head reads.
             with torch.no_grad():
                 teacher_out = self.teacher(global_views.flatten(0, 1), output_tracker_features=True)
+                # Pixel masks only for a caller who asked for the tracks; the student masks tokens.
                 tracks = self.teacher.tracking_head(
-                    teacher_out.tracker_features, global_views, generator=self.head_generator
+                    teacher_out.tracker_features,
+                    global_views,
+                    generator=self.head_generator,
+                    output_pixel_masks=return_tracks,
                 )
             teacher_logits = teacher_out.logits.unflatten(0, (batch, frames_per_clip))
 
             # Student: the k masked views of every frame and its L local views, one call.
-            masked_logits, local_logits = self.student(tracks.masked_views.flatten(0, 2), local_views.flatten(0, 2))
-            masked_logits = masked_logits.unflatten(0, tracks.masked_views.shape[:3])
-            local_logits = local_logits.unflatten(0, local_views.shape[:3])
+            masked_logits, local_logits = self.student(global_views, tracks.view_patch_masks, local_views)
             loss = self.loss_fn(teacher_logits, masked_logits, local_logits, epoch)
 
         self.optimizer.zero_grad(set_to_none=True)
