@@ -590,6 +590,45 @@ def instrumented_breakdown(
     }
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def op_profile(device: torch.device, steps: int, fn) -> dict[str, Any]:
+    """Operator counts and the matrix products' FLOPs, time and rate over ``steps`` steps (torch profiler).
+
+    Says how much of a step is arithmetic in matrix products and how many operators carry it: on a
+    CPU, operator time is CPU time; on CUDA, kernel time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn(0)  # one unprofiled step, so that nothing is first-touch inside the profile
+    synchronize(device)
+    start = time.perf_counter()
+    with profile(activities=activities, with_flops=True) as prof:
+        for i in range(steps):
+            fn(i)
+        synchronize(device)
+    wall = time.perf_counter() - start
+    field = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total_us = sum(getattr(e, field) for e in events)
+    matmul = [e for e in events if e.key in MATMUL_OPS]
+    matmul_us = sum(getattr(e, field) for e in matmul)
+    matmul_flops = sum(e.flops for e in matmul)
+    return {
+        "steps": steps,
+        "ms_per_step": 1000 * wall / steps,
+        "note": "ms_per_step is wall time under the profiler (slower than unprofiled steps)",
+        "ops_per_step": sum(e.count for e in events) // steps,
+        "matmul_gflop_per_step": matmul_flops / steps / 1e9,
+        "matmul_ms_per_step": matmul_us / steps / 1000,
+        "matmul_gflops": matmul_flops / matmul_us / 1e3 if matmul_us else None,
+        "matmul_share": matmul_us / total_us if total_us else None,
+        "time_basis": field,
+    }
+
+
 def rss_peak_mib() -> float:
     """High-water mark of the process's resident memory (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -904,6 +943,21 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
         for name, share in bd["phase_share"].items():
             print(f"  {name:40s} {1000 * bd['phase_s_per_step'][name]:9.2f} ms  {100 * share:5.1f} %")
 
+    if args.op_profile:
+        step_fn.make_views = lambda _frames: fixed_views
+        profiles = {"batched": op_profile(device, args.op_profile, lambda i: step_fn(frames, next(counter)))}
+        del step_fn.make_views
+        if loop is not None:
+            profiles["loop"] = op_profile(device, args.op_profile, lambda i: loop(fixed_views, next(counter)))
+        result["op_profile"] = profiles
+        print(f"operator profile ({args.op_profile} steps each, views built beforehand):")
+        for name, prof in profiles.items():
+            print(
+                f"  {name:8s} {prof['ms_per_step']:8.1f} ms/step; matrix products {prof['matmul_gflop_per_step']:.2f} "
+                f"GFLOP in {prof['matmul_ms_per_step']:.1f} ms ({prof['matmul_gflops']:.1f} GFLOP/s, "
+                f"{100 * prof['matmul_share']:.0f}% of operator time); {prof['ops_per_step']} operators/step"
+            )
+
     if peak:
         print(f"peak used for the fraction: {peak:.0f} TFLOP/s ({peak_source})")
         if device.type == "cuda" and "H200" in torch.cuda.get_device_name(device):
@@ -966,6 +1020,13 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="steps of the instrumented per-phase run (0: skip; default min(steps, 5))",
+    )
+    parser.add_argument(
+        "--op-profile",
+        type=int,
+        default=0,
+        help="profile this many steps of each formulation with the torch profiler: operators per step, "
+        "FLOPs, time and rate of the matrix products (0: skip)",
     )
     parser.add_argument(
         "--loop-attention", choices=("sdpa", "eager"), default="sdpa", help="attention kernels of the loop formulation"

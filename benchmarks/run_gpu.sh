@@ -92,7 +92,7 @@ if [ "$SMOKE" = 1 ]; then
     run e2e_b16 120 "${E2E[@]}" --tiny --device cpu --steps 2 --warmup 1 --loader-batches 2
     run step_b64 120 "${STEP[@]}" --tiny --device cpu --batch 8 --steps 2 --warmup 1 --loop-steps 0 --breakdown-steps 0
 else
-    run step_b16 150 "${STEP[@]}" --batch 16 --precision bf16 --no-compile --steps 20 --warmup 3 --loop-steps 5 --breakdown-steps 5 --check
+    run step_b16 150 "${STEP[@]}" --batch 16 --precision bf16 --no-compile --steps 20 --warmup 3 --loop-steps 5 --breakdown-steps 5 --check --op-profile 2
     if [ -f "$VIDEO" ]; then
         run e2e_b16 150 "${E2E[@]}" --batch 16 --precision bf16 --num-workers 8 --steps 30 --warmup 5 --loader-batches 30 --video "$VIDEO"
     else
