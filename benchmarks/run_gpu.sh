@@ -5,8 +5,10 @@
 #   bash benchmarks/run_gpu.sh --smoke    # the same plumbing on a CPU with tiny settings (seconds)
 #
 # Needs: the repository, a Python with CUDA torch and this project's dependencies (.venv/ is used
-# when present, else python3), and for the end-to-end run the sample video in
-# .cache/sample_videos/bikes.mp4 (no internet is needed when it is there).
+# when present, else python3; the wheels in .whl/ that benchmarks/gpu_wheels.sh downloads are
+# installed first when present), and for the end-to-end run the sample video in
+# .cache/sample_videos/bikes.mp4 (no internet is needed when it is there). On a machine reached
+# through the device tool: carry `.whl` and `.cache/sample_videos`.
 # Writes $OUT/gpu_results.json, or benchmarks/results/gpu_results.json when OUT is unset.
 # Runs, most important first, each with its own timeout and within a total budget
 # (BENCH_BUDGET_S, default 530 s); a failed or timed-out run is recorded and the next one runs:
@@ -32,6 +34,18 @@ BUDGET_S="${BENCH_BUDGET_S:-530}"
 START_S=$(date +%s)
 
 if [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"; else PY="$(command -v python3)"; fi
+# Wheels made by benchmarks/gpu_wheels.sh (what the GPU image lacks), installed into a temporary
+# folder that comes before the image's own packages.
+if compgen -G "$REPO/.whl/*.whl" >/dev/null; then
+    if "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" \
+        "$REPO"/.whl/*.whl >"$WORK/wheels.log" 2>&1; then
+        export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+        echo "installed $(ls "$REPO"/.whl/*.whl | wc -l) wheels from .whl into $WORK/site"
+    else
+        echo "could not install the wheels in .whl (see below); going on with $PY's own packages" >&2
+        tail -n 5 "$WORK/wheels.log" >&2
+    fi
+fi
 # The source tree first, so an editable install made at another path does not matter.
 export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
@@ -44,7 +58,13 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     print("gpu", torch.cuda.get_device_name(0), f"{p.total_memory / 2**30:.1f} GiB")
-print("cpus", len(os.sched_getaffinity(0)), platform.platform())
+print("cpus", len(os.sched_getaffinity(0)), platform.platform(), "python", platform.python_version())
+from importlib import metadata
+for name in ("transformers", "huggingface_hub", "accelerate", "datasets", "pyarrow", "av", "safetensors"):
+    try:
+        print(name, metadata.version(name))
+    except metadata.PackageNotFoundError:
+        print(name, "MISSING")
 import dora_hf
 print("dora_hf from", os.path.dirname(dora_hf.__file__))
 EOF

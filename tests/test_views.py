@@ -7,6 +7,9 @@ from __future__ import annotations
 import colorsys
 import dataclasses
 import math
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -576,3 +579,33 @@ def test_no_local_views() -> None:
     views = views_for(ClipViewsConfig(num_local_views=0), random_frames(2, 2))
     assert views.local_views.shape == (2, 0, 2, 3, 112, 112) and views.locals_list() == []
     assert views.global_views.shape == (2, 2, 3, 224, 224)
+
+
+def test_views_and_the_step_import_without_pyav_or_datasets() -> None:
+    # The views are plain torch: a process without PyAV and `datasets` (a GPU image, say) can
+    # import them and the training step; the video and shard tools load those on first use.
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in ("av", "datasets"):
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+
+        sys.meta_path.insert(0, Block())
+        import torch
+        from dora_hf.data.views import ClipViews
+        from dora_hf.training.step import DoraTrainingStep  # noqa: F401
+        views = ClipViews()(torch.zeros(1, 2, 3, 320, 400, dtype=torch.uint8), torch.Generator().manual_seed(0))
+        assert views.global_views.shape == (1, 2, 3, 224, 224)
+        assert "av" not in sys.modules and "datasets" not in sys.modules
+        try:
+            from dora_hf.data import prepare_dataset  # noqa: F401
+        except ModuleNotFoundError as err:
+            print("lazy:", err)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "lazy: No module named 'av'" in done.stdout or "lazy: No module named 'datasets'" in done.stdout

@@ -1,19 +1,30 @@
 """Video -> dataset shards, streaming clip reader, clip views.
 
-``dora_hf.data.sample_video`` (a short real video for demos) is not imported here, so that
-``python -m dora_hf.data.sample_video`` runs it cleanly.
+The names below are imported on first use, so that ``dora_hf.data.views`` (plain torch) is
+usable without PyAV or ``datasets`` installed, and ``python -m dora_hf.data.sample_video`` runs
+cleanly.
 """
 
-from .prepare import FRAME_FEATURES, PrepareOptions, PrepareSummary, choose_keep_every, prepare_dataset
-from .video_source import VideoInfo, decode_frames, probe_video
+from __future__ import annotations
 
-__all__ = [
-    "FRAME_FEATURES",
-    "PrepareOptions",
-    "PrepareSummary",
-    "VideoInfo",
-    "choose_keep_every",
-    "decode_frames",
-    "prepare_dataset",
-    "probe_video",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "FRAME_FEATURES": ".prepare",
+    "PrepareOptions": ".prepare",
+    "PrepareSummary": ".prepare",
+    "choose_keep_every": ".prepare",
+    "prepare_dataset": ".prepare",
+    "VideoInfo": ".video_source",
+    "decode_frames": ".video_source",
+    "probe_video": ".video_source",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
