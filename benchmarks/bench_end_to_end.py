@@ -27,14 +27,12 @@ cheaper than on real data: use ``--video`` with a larger video for a closer figu
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
 import sys
 import tempfile
 import time
-import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,7 @@ from bench_step import (  # noqa: E402  (the benchmarks folder is not a package)
     device_peak,
     flops_per_clip,
     machine_info,
+    run_and_record,
     synchronize,
 )
 
@@ -354,23 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup = max(1, args.warmup)
     if args.threads:
         torch.set_num_threads(args.threads)
-    json_path = args.json or RESULTS_DIR / "bench_end_to_end.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {}
-    try:
-        run(args, result)
-        code = 0
-    except torch.cuda.OutOfMemoryError as err:
-        result["error"] = f"CUDA out of memory: {str(err).splitlines()[0]}"
-        print(result["error"])
-        code = 3
-    except Exception as err:  # keep what was measured before the failure
-        traceback.print_exc()
-        result["error"] = f"{type(err).__name__}: {err}"
-        code = 1
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {json_path}")
-    return code
+    return run_and_record(run, args, args.json or RESULTS_DIR / "bench_end_to_end.json")
 
 
 if __name__ == "__main__":

@@ -66,10 +66,17 @@ from dora_hf.data.views import DoraViews
 from dora_hf.loss import DoraLoss, teacher_temperature_at
 from dora_hf.modeling import DoraConfig, DoraForPreTraining
 from dora_hf.training.gradients import cancel_last_layer_gradients_
-from dora_hf.training.loop import build_model_config, build_views, compile_backbones_, make_accelerator
+from dora_hf.training.loop import (
+    build_loss,
+    build_model_config,
+    build_schedules,
+    build_student_and_teacher,
+    build_views,
+    compile_backbones_,
+    make_accelerator,
+)
 from dora_hf.training.optimizer import build_optimizer, parameter_groups
 from dora_hf.training.recipe import PretrainRecipe, load_recipe
-from dora_hf.training.schedules import DoraSchedules
 from dora_hf.training.step import DoraTrainingStep, MultiViewStudent
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -210,48 +217,23 @@ class Pieces:
         self.config = build_model_config(recipe)
         self.views = build_views(recipe)
         self.accelerator = accelerator
-        student_model = DoraForPreTraining(self.config).train()
-        teacher = DoraForPreTraining(self.config).eval()
-        teacher.load_state_dict(student_model.state_dict())
-        teacher.requires_grad_(False)
-        self.initial_student = copy.deepcopy(student_model.state_dict())
-        self.student_model = student_model
-        self.teacher = teacher
-        self.schedules = DoraSchedules.from_recipe(
-            base_learning_rate=recipe.base_learning_rate,
-            global_batch_size=recipe.batch_size_per_device * accelerator.num_processes,
-            min_learning_rate=recipe.min_learning_rate,
-            warmup_epochs=recipe.warmup_epochs,
-            weight_decay=recipe.weight_decay,
-            weight_decay_end=recipe.weight_decay_end,
-            momentum_teacher=recipe.momentum_teacher,
-            epochs=recipe.epochs,
-            steps_per_epoch=STEPS_PER_EPOCH,
-        )
+        self.student_model, self.teacher = build_student_and_teacher(self.config)
+        self.initial_student = copy.deepcopy(self.student_model.state_dict())
+        global_batch = recipe.batch_size_per_device * accelerator.num_processes
+        self.schedules = build_schedules(recipe, global_batch, recipe.epochs, STEPS_PER_EPOCH)
 
     def new_loss(self) -> DoraLoss:
-        r = self.recipe
-        return DoraLoss(
-            output_dim=self.config.head_out_dim,
-            warmup_teacher_temp=r.warmup_teacher_temp,
-            teacher_temp=r.teacher_temp,
-            warmup_teacher_temp_epochs=r.warmup_teacher_temp_epochs,
-            student_temp=r.student_temp,
-            center_momentum=r.center_momentum,
-            reference_compat=r.reference_compat_loss,
-        )
+        return build_loss(self.recipe, self.config)
 
     def fresh_pair(self) -> tuple[DoraForPreTraining, DoraForPreTraining]:
         """A student/teacher pair with the same initial weights as the batched one.
 
-        Each gets its own copy of the configuration: models built from one config object share it,
-        and the loop formulation may switch its attention implementation.
+        The pair gets its own copy of the configuration: models built from one config object share
+        it, and the loop formulation may switch its attention implementation.
         """
-        student = DoraForPreTraining(copy.deepcopy(self.config)).train()
+        student, teacher = build_student_and_teacher(copy.deepcopy(self.config))
         student.load_state_dict(self.initial_student)
-        teacher = DoraForPreTraining(copy.deepcopy(self.config)).eval()
         teacher.load_state_dict(self.initial_student)
-        teacher.requires_grad_(False)
         return student, teacher
 
     def batched_step(self, compile_backbone: bool) -> DoraTrainingStep:
@@ -1064,11 +1046,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    json_path = args.json or RESULTS_DIR / "bench_step.json"
+    return run_and_record(run, args, args.json or RESULTS_DIR / "bench_step.json")
+
+
+def run_and_record(run_fn, args: argparse.Namespace, json_path: Path) -> int:
+    """``run_fn(args, result)``, then ``result`` written to ``json_path`` whatever happened.
+
+    ``run_fn`` fills ``result`` as figures come in, so a failure part-way (CUDA out of memory:
+    exit code 3; anything else: 1) still records what was measured, with the error.
+    """
     json_path.parent.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}
     try:
-        run(args, result)
+        run_fn(args, result)
         code = 0
     except torch.cuda.OutOfMemoryError as err:
         result["error"] = f"CUDA out of memory: {str(err).splitlines()[0]}"

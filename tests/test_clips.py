@@ -17,25 +17,13 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from datasets import Features, Image, Value
 from PIL import Image as PILImage
 
 from conftest import read_frame_index
 from dora_hf.data.clips import ClipStream, collate_clips
+from dora_hf.data.prepare import FRAME_FEATURES
 from dora_hf.errors import DoraUserError
 
-FEATURES = Features(
-    {
-        "image": Image(),
-        "video_id": Value("string"),
-        "frame_index": Value("int64"),
-        "timestamp": Value("float64"),
-        "source_fps": Value("float64"),
-        "keep_every": Value("int32"),
-        "width": Value("int32"),
-        "height": Value("int32"),
-    }
-)
 GREEN = {"a": 40, "b": 200, "c": 120}
 VIDEOS = {"a": 60, "b": 45}  # kept frames per video
 KEEP_EVERY = 10
@@ -72,9 +60,9 @@ def write_dataset(folder: Path, rows: list[dict], num_shards: int) -> Path:
     """Shards in the prepared format, split by row count (so videos straddle shard boundaries)."""
     (folder / "data").mkdir(parents=True)
     for i, part in enumerate(np.array_split(np.arange(len(rows)), num_shards)):
-        columns = {k: [rows[j][k] for j in part] for k in FEATURES}
+        columns = {k: [rows[j][k] for j in part] for k in FRAME_FEATURES}
         path = folder / "data" / f"train-{i:05d}-of-{num_shards:05d}.parquet"
-        datasets.Dataset.from_dict(columns, features=FEATURES).to_parquet(str(path))
+        datasets.Dataset.from_dict(columns, features=FRAME_FEATURES).to_parquet(str(path))
     return folder
 
 

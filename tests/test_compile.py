@@ -15,14 +15,8 @@ from accelerate import Accelerator
 from dora_hf.errors import DoraUserError
 from dora_hf.modeling import DoraForPreTraining
 from dora_hf.training.loop import pretrain
-from dora_hf.training.recipe import load_recipe
 from dora_tiny import tiny_config
-
-MODEL = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, patch_size=8,
-    image_size=32, head_out_dim=64, head_hidden_dim=32, head_bottleneck_dim=16, num_objects=3,
-)
-VIEWS = dict(clip_size=48, global_size=32, local_size=16, num_local_views=2)
+from test_pretrain import tiny_recipe
 
 
 @pytest.fixture(autouse=True)
@@ -76,16 +70,6 @@ def test_stochastic_depth_traces_as_one_graph_in_training() -> None:
     assert model.dora.embeddings.patch_embeddings.projection.weight.grad is not None
 
 
-def recipe(dataset: Path, output_dir: Path, **overrides):
-    values = {
-        "dataset": str(dataset), "output_dir": str(output_dir), "frames_per_clip": 2, "clip_step": 6,
-        "batch_size_per_device": 2, "num_workers": 0, "shuffle_buffer": 8, "mixed_precision": "no",
-        "max_steps": 3, "steps_per_epoch": 3, "warmup_epochs": 1, "base_learning_rate": 0.05,
-        "logging_steps": 1, "checkpointing_steps": 3, "freeze_last_layer": 0, "model": MODEL, "views": VIEWS,
-    }
-    return load_recipe(None, {**values, **overrides})
-
-
 def test_compile_key_compiles_both_backbones_in_place_and_trains_the_same(
     tiny_frames_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -97,9 +81,11 @@ def test_compile_key_compiles_both_backbones_in_place_and_trains_the_same(
         return original(self, *args, **{**kwargs, "backend": "eager"})
 
     monkeypatch.setattr(torch.nn.Module, "compile", compile_eagerly)
-    plain = pretrain(recipe(tiny_frames_dataset, tmp_path / "plain"), Accelerator(cpu=True))
+    plain = pretrain(tiny_recipe(tiny_frames_dataset, tmp_path / "plain", freeze_last_layer=0), Accelerator(cpu=True))
     assert compiled == []
-    with_compile = pretrain(recipe(tiny_frames_dataset, tmp_path / "compiled", compile=True), Accelerator(cpu=True))
+    with_compile = pretrain(
+        tiny_recipe(tiny_frames_dataset, tmp_path / "compiled", freeze_last_layer=0, compile=True), Accelerator(cpu=True)
+    )
 
     assert len(compiled) == 2 and all(type(m).__name__ == "DoraModel" for m in compiled)
     assert compiled[1] is with_compile.teacher.dora
@@ -112,4 +98,4 @@ def test_compile_key_compiles_both_backbones_in_place_and_trains_the_same(
 
 def test_compile_key_must_be_a_boolean(tiny_frames_dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(DoraUserError, match="recipe key 'compile' must be true or false"):
-        pretrain(recipe(tiny_frames_dataset, tmp_path / "run", compile="yes"), Accelerator(cpu=True))
+        pretrain(tiny_recipe(tiny_frames_dataset, tmp_path / "run", compile="yes"), Accelerator(cpu=True))

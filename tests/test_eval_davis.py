@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dora_tiny import tiny_config
+from dora_tiny import save_tiny_dora
 from PIL import Image
 
-from dora_hf import DoraForPreTraining, DoraImageProcessor
 from dora_hf.cli import main as cli_main
 from dora_hf.errors import DoraUserError
 from dora_hf.evaluation.davis import evaluate_davis
@@ -133,11 +132,7 @@ def test_davis_folder_evaluated_with_colour_features(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "tiny-dora"
-    DoraForPreTraining(tiny_config()).save_pretrained(folder)
-    DoraImageProcessor.for_image_size(32).save_pretrained(folder)
-    return folder
+    return save_tiny_dora(tmp_path_factory.mktemp("model") / "tiny-dora")
 
 
 def test_eval_davis_cli_with_a_model(tiny_model, tmp_path):

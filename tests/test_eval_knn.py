@@ -11,11 +11,10 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from dora_tiny import tiny_config
+from dora_tiny import save_tiny_dora
 from huggingface_hub import ModelCardData
 from PIL import Image
 
-from dora_hf import DoraForPreTraining, DoraImageProcessor
 from dora_hf.cli import main as cli_main
 from dora_hf.errors import DoraUserError
 from dora_hf.evaluation import results_to_eval_results, results_to_model_index
@@ -82,11 +81,7 @@ def write_colour_folder(root: Path, per_class: dict[str, int]) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "tiny-dora"
-    DoraForPreTraining(tiny_config()).save_pretrained(folder)
-    DoraImageProcessor.for_image_size(32).save_pretrained(folder)
-    return folder
+    return save_tiny_dora(tmp_path_factory.mktemp("model") / "tiny-dora")
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from dora_tiny import save_tiny_vit
 from PIL import Image
-from transformers import ViTConfig, ViTImageProcessor, ViTModel
 
 from dora_hf.cli import main as cli_main
 from dora_hf.evaluation.backbone import load_backbone
@@ -66,12 +66,7 @@ def test_linear_probe_is_at_chance_on_shuffled_labels():
 
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("vit") / "tiny-vit"
-    config = ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8)
-    ViTModel(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_vit(tmp_path_factory.mktemp("vit") / "tiny-vit", num_hidden_layers=3)
 
 
 def test_last_blocks_feature_is_the_normalised_cls_of_each_block(tiny_vit):

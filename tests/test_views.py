@@ -343,17 +343,23 @@ def test_color_jitter_in_random_order_matches_sequential_reference() -> None:
         torch.testing.assert_close(batched[i], ref, atol=1e-5, rtol=0)
 
 
+def assert_hue_rotation_matches_colorsys(images: torch.Tensor, hue: torch.Tensor) -> None:
+    """`adjust_hue` against Python's colorsys, pixel by pixel."""
+    out = adjust_hue(images, hue)
+    n, _, height, width = images.shape
+    for i in range(n):
+        for y in range(height):
+            for x in range(width):
+                h, s, v = colorsys.rgb_to_hsv(*images[i, :, y, x].tolist())
+                ref = torch.tensor(colorsys.hsv_to_rgb((h + hue[i].item()) % 1.0, s, v))
+                torch.testing.assert_close(out[i, :, y, x], ref, atol=1e-5, rtol=0)
+
+
 def test_hue_rotation_matches_colorsys() -> None:
     g = torch.Generator().manual_seed(10)
     images = torch.rand(4, 3, 6, 6, generator=g)
     hue = torch.tensor([0.1, -0.1, 0.5, 0.0])
-    out = adjust_hue(images, hue)
-    for i in range(4):
-        for y in range(6):
-            for x in range(6):
-                h, s, v = colorsys.rgb_to_hsv(*images[i, :, y, x].tolist())
-                ref = torch.tensor(colorsys.hsv_to_rgb((h + hue[i].item()) % 1.0, s, v))
-                torch.testing.assert_close(out[i, :, y, x], ref, atol=1e-5, rtol=0)
+    assert_hue_rotation_matches_colorsys(images, hue)
 
 
 def test_hue_rotation_matches_colorsys_over_the_whole_range() -> None:
@@ -363,13 +369,7 @@ def test_hue_rotation_matches_colorsys_over_the_whole_range() -> None:
     images[8:12] = images[8:12, :1]  # grey pixels
     hue = torch.rand(64, generator=g) - 0.5  # the whole allowed range, [-0.5, 0.5)
     hue[-2:] = torch.tensor([-0.5, 0.5])
-    out = adjust_hue(images, hue)
-    for i in range(64):
-        for y in range(3):
-            for x in range(3):
-                h, s, v = colorsys.rgb_to_hsv(*images[i, :, y, x].tolist())
-                ref = torch.tensor(colorsys.hsv_to_rgb((h + hue[i].item()) % 1.0, s, v))
-                torch.testing.assert_close(out[i, :, y, x], ref, atol=1e-5, rtol=0)
+    assert_hue_rotation_matches_colorsys(images, hue)
 
 
 def test_gaussian_blur_matches_per_image_convolution() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dora_tiny import tiny_config
+from dora_tiny import save_tiny_dora, save_tiny_vit
 from PIL import Image
-from transformers import ResNetConfig, ViTConfig, ViTImageProcessor, ViTModel
+from transformers import ResNetConfig
 
-from dora_hf import DoraForPreTraining, DoraImageProcessor, DoraModel
+from dora_hf import DoraForPreTraining, DoraModel
 from dora_hf.cli import main as cli_main
 from dora_hf.errors import DoraUserError
 from dora_hf.evaluation.frame_input import read_frames
@@ -24,21 +24,12 @@ from dora_hf.evaluation.visualize import visualize
 
 @pytest.fixture(scope="module")
 def tiny_dora(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("dora") / "tiny-dora"
-    DoraForPreTraining(tiny_config()).save_pretrained(folder)
-    DoraImageProcessor.for_image_size(32).save_pretrained(folder)
-    return folder
+    return save_tiny_dora(tmp_path_factory.mktemp("dora") / "tiny-dora")
 
 
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("vit") / "tiny-vit"
-    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32, patch_size=8)
-    ViTModel(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_vit(tmp_path_factory.mktemp("vit") / "tiny-vit", num_hidden_layers=2)
 
 
 def gif_frames(path: Path) -> list[np.ndarray]:

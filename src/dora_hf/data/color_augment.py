@@ -81,17 +81,20 @@ class ColorParams:
 
 @dataclass(frozen=True)
 class ColorAugment:
-    """One view type's photometric recipe (jitter, grayscale, blur)."""
+    """One view type's photometric recipe (jitter, grayscale, blur).
 
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.2
-    hue: float = 0.1
-    jitter_p: float = 0.8
-    grayscale_p: float = 0.2
-    blur_p: float = 0.1
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_radius: int = 6
+    Built by :meth:`ClipViewsConfig.color_augment`, which holds the reference values.
+    """
+
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    jitter_p: float
+    grayscale_p: float
+    blur_p: float
+    blur_sigma: tuple[float, float]
+    blur_radius: int
 
     def sample(self, shape: tuple[int, ...], generator: torch.Generator | None = None) -> ColorParams:
         """Draw parameters for ``shape`` images on the CPU."""

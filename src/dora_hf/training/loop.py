@@ -74,6 +74,44 @@ def build_views(recipe: PretrainRecipe) -> ClipViews:
         raise DoraUserError(f"recipe key 'views': {err}") from err
 
 
+def build_student_and_teacher(config: DoraConfig) -> tuple[DoraForPreTraining, DoraForPreTraining]:
+    """A fresh student (training mode) and its teacher: the same weights, frozen, in eval mode."""
+    student_model = DoraForPreTraining(config).train()
+    teacher = DoraForPreTraining(config).eval()
+    teacher.load_state_dict(student_model.state_dict())
+    teacher.requires_grad_(False)
+    return student_model, teacher
+
+
+def build_loss(recipe: PretrainRecipe, config: DoraConfig) -> DoraLoss:
+    return DoraLoss(
+        output_dim=config.head_out_dim,
+        warmup_teacher_temp=recipe.warmup_teacher_temp,
+        teacher_temp=recipe.teacher_temp,
+        warmup_teacher_temp_epochs=recipe.warmup_teacher_temp_epochs,
+        student_temp=recipe.student_temp,
+        center_momentum=recipe.center_momentum,
+        reference_compat=recipe.reference_compat_loss,
+    )
+
+
+def build_schedules(
+    recipe: PretrainRecipe, global_batch_size: int, epochs: float, steps_per_epoch: int
+) -> DoraSchedules:
+    """Learning rate, weight decay and teacher momentum per step (`epochs` may be fractional)."""
+    return DoraSchedules.from_recipe(
+        base_learning_rate=recipe.base_learning_rate,
+        global_batch_size=global_batch_size,
+        min_learning_rate=recipe.min_learning_rate,
+        warmup_epochs=recipe.warmup_epochs,
+        weight_decay=recipe.weight_decay,
+        weight_decay_end=recipe.weight_decay_end,
+        momentum_teacher=recipe.momentum_teacher,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
 def prepare_output_dir(recipe: PretrainRecipe, accelerator: Accelerator) -> Path:
     """Refuse to train into a used folder unless resuming from it or told to overwrite it."""
     output_dir = Path(recipe.output_dir)
@@ -175,30 +213,9 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
     steps_per_epoch = recipe.steps_per_epoch or max(1, clips // global_batch)
     total_steps = recipe.max_steps or max(1, round(recipe.epochs * steps_per_epoch))
 
-    student_model = DoraForPreTraining(config).train()
-    teacher = DoraForPreTraining(config).eval()
-    teacher.load_state_dict(student_model.state_dict())
-    teacher.requires_grad_(False)
-    loss_fn = DoraLoss(
-        output_dim=config.head_out_dim,
-        warmup_teacher_temp=recipe.warmup_teacher_temp,
-        teacher_temp=recipe.teacher_temp,
-        warmup_teacher_temp_epochs=recipe.warmup_teacher_temp_epochs,
-        student_temp=recipe.student_temp,
-        center_momentum=recipe.center_momentum,
-        reference_compat=recipe.reference_compat_loss,
-    )
-    schedules = DoraSchedules.from_recipe(
-        base_learning_rate=recipe.base_learning_rate,
-        global_batch_size=global_batch,
-        min_learning_rate=recipe.min_learning_rate,
-        warmup_epochs=recipe.warmup_epochs,
-        weight_decay=recipe.weight_decay,
-        weight_decay_end=recipe.weight_decay_end,
-        momentum_teacher=recipe.momentum_teacher,
-        epochs=total_steps / steps_per_epoch,
-        steps_per_epoch=steps_per_epoch,
-    )
+    student_model, teacher = build_student_and_teacher(config)
+    loss_fn = build_loss(recipe, config)
+    schedules = build_schedules(recipe, global_batch, total_steps / steps_per_epoch, steps_per_epoch)
 
     stream, loader = build_clip_loader(recipe, rank, world, accelerator.device)
 
