@@ -7,7 +7,7 @@ import torch
 from dora_tiny import tiny_config
 
 from dora_hf import DoraForPreTraining
-from dora_hf.modeling import DoraTrackerFeatures, DoraTrackingHead, sinkhorn_knopp
+from dora_hf.modeling import DoraTrackerFeatures, DoraTrackingHead, discover_objects, sinkhorn_knopp, track_objects
 from dora_hf.training.step import MultiViewStudent
 
 
@@ -306,3 +306,54 @@ def test_student_on_masked_patch_tokens_equals_student_on_masked_views(scope, mo
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
     patch_weight = names.index("dora.embeddings.patch_embeddings.projection.weight")
     assert token_grads[patch_weight].abs().sum() > 0
+
+
+def test_tracking_head_gives_the_same_tracks_inside_a_bf16_autocast_region():
+    """The head computes in float32 with autocast off: the same float32 features give bit-equal
+    prototypes, plan, attention and masks inside and outside `torch.autocast(bfloat16)`."""
+    config = tiny_config(patch_size=16, image_size=224, num_attention_heads=6, hidden_size=384)
+    batch, frames, heads, patches, head_dim = 2, 4, 6, 196, 64  # the reference's ViT-S/16 sizes
+    feats = random_features(batch, frames, heads, patches, head_dim, seed=7)
+    views = torch.randn(batch, frames, 3, 224, 224, generator=torch.Generator().manual_seed(8))
+    head = DoraTrackingHead(config)
+    plain = head(feats, views, head_indices=[4, 0, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = head(feats, views, head_indices=[4, 0, 2])
+    for name in ("prototypes", "assignment", "refined_prototypes", "cross_attention", "masked_views"):
+        assert getattr(mixed, name).dtype == torch.float32, name
+        assert torch.equal(getattr(mixed, name), getattr(plain, name)), name
+    for name in ("patch_masks", "view_patch_masks", "masks"):
+        assert torch.equal(getattr(mixed, name), getattr(plain, name)), name
+
+    # Not vacuous: the same tracking written with plain matmuls flips masks inside the region.
+    shaped = lambda x, *tail: x.reshape(batch, frames, *tail)  # noqa: E731
+    args = (
+        shaped(feats.cls_attention, heads, patches),
+        shaped(feats.queries, heads, patches, head_dim),
+        shaped(feats.keys, heads, patches, head_dim),
+        shaped(feats.patch_features, patches, heads * head_dim),
+        views,
+        [4, 0, 2],
+        config,
+    )
+    _, naive_masks, _ = naive_track(*args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, naive_bf16_masks, _ = naive_track(*args)
+    assert (naive_bf16_masks != naive_masks)[..., ::16, ::16].sum() >= 5  # 18 of 4704 patches here
+    assert torch.equal(plain.masks, naive_masks)  # and the head's masks are the float32 ones
+
+
+def test_tracking_functions_are_float32_inside_autocast():
+    """The pure functions, called on their own inside an autocast region, are float32 too."""
+    g = torch.Generator().manual_seed(9)
+    feats = random_features(2, 1, 6, 196, 64, seed=9)
+    heads = torch.tensor([1, 3, 5])
+    keys = torch.randn(2, 3, 6, 196, 64, generator=g)
+    outside = discover_objects(feats.cls_attention, feats.queries, feats.patch_features, heads, 0.05, 30)
+    outside_tracks = track_objects(outside[3], keys)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = discover_objects(feats.cls_attention, feats.queries, feats.patch_features, heads, 0.05, 30)
+        inside_tracks = track_objects(inside[3], keys)
+        plan = sinkhorn_knopp(outside[1], 0.05, 30)
+    for got, expected in zip((*inside, inside_tracks, plan), (*outside, outside_tracks, outside[2])):
+        assert got.dtype == torch.float32 and torch.equal(got, expected)

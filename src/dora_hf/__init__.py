@@ -4,7 +4,9 @@ Importing the package registers DoRA with transformers' Auto classes.
 """
 
 from .modeling import (
+    DoraBackbone,
     DoraConfig,
+    DoraForImageClassification,
     DoraForPreTraining,
     DoraImageProcessor,
     DoraModel,
@@ -13,4 +15,13 @@ from .modeling import (
 
 __version__ = "0.1.0"
 
-__all__ = ["DoraConfig", "DoraForPreTraining", "DoraImageProcessor", "DoraModel", "DoraTrackingOutput", "__version__"]
+__all__ = [
+    "DoraBackbone",
+    "DoraConfig",
+    "DoraForImageClassification",
+    "DoraForPreTraining",
+    "DoraImageProcessor",
+    "DoraModel",
+    "DoraTrackingOutput",
+    "__version__",
+]

@@ -7,14 +7,19 @@ student's global views are object tracks found by the teacher's own attention. T
 here are the ViT-S/16 recipe of the authors' reference code.
 """
 
-from transformers import PretrainedConfig
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+from transformers.backbone_utils import BackboneConfigMixin
 
 TRACKER_LAYERS = ("last", "second_last")
 MASK_MODES = ("keep", "remove")
 THRESHOLD_SCOPES = ("per_image", "batch")
+POS_INTERPOLATION_MODES = ("reference", "size")
+CLASSIFIER_POOLINGS = ("cls_mean", "cls")
 
 
-class DoraConfig(PretrainedConfig):
+@strict
+class DoraConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
     Configuration of a DoRA Vision Transformer, its DINO projection head and its tracking head.
 
@@ -31,6 +36,13 @@ class DoraConfig(PretrainedConfig):
         initializer_range (`float`, *optional*, defaults to 0.02): std of the truncated normal init.
         layer_norm_eps (`float`, *optional*, defaults to 1e-6): LayerNorm epsilon.
         image_size (`int`, *optional*, defaults to 224): size of the learned position-embedding grid.
+        interpolate_pos_encoding_mode (`str`, *optional*, defaults to `"reference"`): how the learned
+            position grid is resampled (bicubic) for other input sizes, e.g. the 112-px local views.
+            `"reference"` is DINO's `interpolate_pos_encoding`, which the reference checkpoints were
+            trained with: `scale_factor=(g + 0.1) / n` for a `g`-patch side and an `n`-patch learned
+            side, so the learned grid is sampled every `n / (g + 0.1)` cells; `"size"` asks for
+            the `g`-patch grid directly (`size=g`, as transformers' ViT does: every `n / g` cells).
+            At 112 px the two give features about 1e-2 apart.
         patch_size (`int`, *optional*, defaults to 16): patch size.
         num_channels (`int`, *optional*, defaults to 3): input channels.
         qkv_bias (`bool`, *optional*, defaults to `True`): bias in the fused query/key/value projection.
@@ -54,9 +66,55 @@ class DoraConfig(PretrainedConfig):
             depend on the other clips in its batch and on the per-GPU batch size; `"per_image"`
             thresholds each frame by its own mean, so `discover_and_track` gives the same masks for
             a clip alone or in any batch.
+        apply_layernorm (`bool`, *optional*, defaults to `True`): `DoraBackbone` passes each feature map
+            through the final LayerNorm (the last stage is then `DoraModel`'s `last_hidden_state`).
+        reshape_hidden_states (`bool`, *optional*, defaults to `True`): `DoraBackbone` returns NCHW maps
+            `(batch, hidden_size, height / patch_size, width / patch_size)` without the [CLS] token
+            (UperNet, Mask2Former); `False` keeps the `(batch, 1 + patches, hidden_size)` tokens (DPT).
+        classifier_pooling (`str`, *optional*, defaults to `"cls_mean"`): what `DoraForImageClassification`'s
+            linear layer reads: `"cls_mean"` is the [CLS] token and the mean patch token concatenated
+            (DINOv2's head), `"cls"` the [CLS] token alone (DoRA's image feature, DINO's linear probe).
+        out_features (`list[str]`, *optional*): stages `DoraBackbone` returns, among `stage_names`
+            (`"stem"`, the embeddings, then `"stage1"` ... `"stageN"`, the blocks' outputs).
+        out_indices (`list[int]`, *optional*): the same stages by index into `stage_names`.
     """
 
     model_type = "dora"
+
+    # The fields @strict checks, on construction and on every later assignment; the defaults and
+    # the documented signature are `__init__`'s. Counts and flags are exact types; a float field
+    # also takes an int, as JSON files write 0 for 0.0.
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str
+    hidden_dropout_prob: float | int
+    attention_probs_dropout_prob: float | int
+    drop_path_rate: float | int
+    initializer_range: float | int
+    layer_norm_eps: float | int
+    image_size: int
+    patch_size: int
+    num_channels: int
+    qkv_bias: bool
+    head_out_dim: int
+    head_hidden_dim: int
+    head_bottleneck_dim: int
+    head_num_layers: int
+    norm_last_layer: bool
+    num_objects: int
+    sinkhorn_iterations: int
+    sinkhorn_epsilon: float | int
+    tracker_layer: str
+    mask_mode: str
+    mask_threshold_scope: str
+    interpolate_pos_encoding_mode: str
+    apply_layernorm: bool
+    reshape_hidden_states: bool
+    classifier_pooling: str
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
 
     def __init__(
         self,
@@ -85,6 +143,10 @@ class DoraConfig(PretrainedConfig):
         tracker_layer: str = "last",
         mask_mode: str = "keep",
         mask_threshold_scope: str = "per_image",
+        interpolate_pos_encoding_mode: str = "reference",
+        apply_layernorm: bool = True,
+        reshape_hidden_states: bool = True,
+        classifier_pooling: str = "cls_mean",
         **kwargs,
     ):
         self.hidden_size = hidden_size
@@ -112,11 +174,23 @@ class DoraConfig(PretrainedConfig):
         self.tracker_layer = tracker_layer
         self.mask_mode = mask_mode
         self.mask_threshold_scope = mask_threshold_scope
+        self.interpolate_pos_encoding_mode = interpolate_pos_encoding_mode
+        self.apply_layernorm = apply_layernorm
+        self.reshape_hidden_states = reshape_hidden_states
+        self.classifier_pooling = classifier_pooling
+        # Derived from the depth, never read back from a saved file (`stage_names` is written there).
+        kwargs.pop("stage_names", None)
+        self.stage_names = ["stem"] + [f"stage{index}" for index in range(1, num_hidden_layers + 1)]
+        self.set_output_features_output_indices(
+            out_features=kwargs.pop("out_features", None), out_indices=kwargs.pop("out_indices", None)
+        )
         super().__init__(**kwargs)
-        self._validate_dora()
+        # Here rather than only through @strict's `validate()`, so that a bad value is a plain
+        # ValueError naming the field (the recipe reports those), not a wrapped one.
+        self.validate_dora()
 
-    def _validate_dora(self) -> None:
-        """Reject impossible settings at construction, naming the field, so a typo fails early."""
+    def validate_dora(self) -> None:
+        """Reject impossible settings, naming the field, so a typo fails early (and again at save)."""
 
         def positive_int(name: str) -> None:
             value = getattr(self, name)
@@ -161,6 +235,8 @@ class DoraConfig(PretrainedConfig):
             ("tracker_layer", TRACKER_LAYERS),
             ("mask_mode", MASK_MODES),
             ("mask_threshold_scope", THRESHOLD_SCOPES),
+            ("interpolate_pos_encoding_mode", POS_INTERPOLATION_MODES),
+            ("classifier_pooling", CLASSIFIER_POOLINGS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"DoraConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")

@@ -4,7 +4,12 @@
 DoRA (arXiv:2310.08584) pretrains the backbone by self-distillation on object tracks found by the
 teacher's own attention. The backbone follows the DINO ViT (pre-norm blocks, fused qkv projection,
 learned position embeddings interpolated bicubically, [CLS] token); weight names map one to one
-onto the DINO/DoRA reference layout, so converting a reference checkpoint is a rename.
+onto the DINO/DoRA reference layout, so converting a reference checkpoint is a rename. The same
+weights serve downstream as `DoraBackbone` (AutoBackbone feature maps for UperNet, DPT,
+Mask2Former) and `DoraForImageClassification`.
+
+The code follows transformers' ViT: attention through `ALL_ATTENTION_FUNCTIONS`, blocks as
+`GradientCheckpointingLayer`s, hidden states and attentions recorded by `capture_outputs`.
 
 This file imports only torch, transformers and its sibling files, so `save_pretrained` can copy
 it next to the weights for `trust_remote_code=True` users.
@@ -12,19 +17,45 @@ it next to the weights for `trust_remote_code=True` users.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.utils import ModelOutput
+from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BackboneOutput,
+    BaseModelOutput,
+    BaseModelOutputWithPooling,
+    ImageClassifierOutput,
+)
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_dora import DoraConfig
-from .tracking_dora import DoraTrackerFeatures, DoraTrackingHead, DoraTrackingOutput
+from .tracking_dora import DoraTrackerFeatures, DoraTrackingHead, DoraTrackingOutput, float32_region
+
+
+@dataclass
+class DoraModelOutput(BaseModelOutputWithPooling):
+    """Output of `DoraModel`: `BaseModelOutputWithPooling` and, on request, the tracker's inputs.
+
+    Args:
+        last_hidden_state: `(N, 1 + P, d)` final-LayerNorm tokens.
+        pooler_output: `(N, d)` final-LayerNorm [CLS] token: the image feature.
+        hidden_states: input of every block and the last block's output, when requested.
+        attentions: attention probabilities of every block, when requested.
+        tracker_features: what the tracking head needs, when `output_tracker_features=True`.
+    """
+
+    tracker_features: DoraTrackerFeatures | None = None
 
 
 @dataclass
@@ -103,12 +134,17 @@ class DoraEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.patch_size = config.patch_size
         self.image_size = config.image_size
+        self.interpolate_pos_encoding_mode = config.interpolate_pos_encoding_mode
 
     def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
         """Position embeddings for a `height x width` input, resampled bicubically from the learned grid.
 
-        Uses the target grid size directly (as transformers' ViT and DINOv2 do) rather than DINO's
-        `scale_factor` with a +0.1 offset; the two differ only by interpolation round-off.
+        The learned embeddings are returned unchanged when the patch grid is the learned one.
+        `interpolate_pos_encoding_mode="reference"` resamples as DINO's `interpolate_pos_encoding`
+        does (the reference checkpoints' local views were embedded that way): `scale_factor`
+        `(g + 0.1) / n` per side, the offset keeping the output size from rounding down to
+        `g - 1`; as the scale also sets the sampling pitch, this differs from asking for `size=g`,
+        which is the `"size"` mode (transformers' ViT).
         """
         grid_h, grid_w = height // self.patch_size, width // self.patch_size
         source = self.image_size // self.patch_size
@@ -117,8 +153,16 @@ class DoraEmbeddings(nn.Module):
         class_pos = self.position_embeddings[:, :1]
         patch_pos = self.position_embeddings[:, 1:]
         dim = patch_pos.shape[-1]
-        patch_pos = patch_pos.reshape(1, source, source, dim).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos.float(), size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+        patch_pos = patch_pos.reshape(1, source, source, dim).permute(0, 3, 1, 2).float()
+        if self.interpolate_pos_encoding_mode == "reference":
+            scale = ((grid_h + 0.1) / source, (grid_w + 0.1) / source)
+            patch_pos = F.interpolate(patch_pos, scale_factor=scale, mode="bicubic", align_corners=False)
+            if tuple(patch_pos.shape[-2:]) != (grid_h, grid_w):  # DINO asserts the same
+                raise RuntimeError(
+                    f"position grid resampled to {tuple(patch_pos.shape[-2:])}, expected {(grid_h, grid_w)}"
+                )
+        else:
+            patch_pos = F.interpolate(patch_pos, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
         patch_pos = patch_pos.to(class_pos.dtype).permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim)
         return torch.cat((class_pos, patch_pos), dim=1)
 
@@ -143,6 +187,13 @@ class DoraEmbeddings(nn.Module):
         return self.dropout(embeddings)
 
 
+def _layer_norm_float32(norm: nn.LayerNorm, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`norm` applied in float32 (input and parameters), whatever the model's dtype."""
+    weight = None if norm.weight is None else norm.weight.float()
+    bias = None if norm.bias is None else norm.bias.float()
+    return F.layer_norm(hidden_states.float(), norm.normalized_shape, weight, bias, norm.eps)
+
+
 def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
     """Stochastic depth: drop the whole residual branch for random samples of the batch."""
     if drop_prob == 0.0 or not training:
@@ -165,8 +216,32 @@ class DoraDropPath(nn.Module):
         return f"p={self.drop_prob}"
 
 
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention with its probabilities materialised (softmax in float32), for `output_attentions`."""
+    logits = torch.matmul(query, key.transpose(2, 3)).float() * scaling
+    if attention_mask is not None:
+        logits = logits + attention_mask
+    weights = logits.softmax(dim=-1).to(query.dtype)
+    context = torch.matmul(F.dropout(weights, p=dropout, training=module.training), value)
+    return context.transpose(1, 2).contiguous(), weights
+
+
 class DoraAttention(nn.Module):
-    """Multi-head self-attention with a fused qkv projection; SDPA unless probabilities are asked for."""
+    """Multi-head self-attention with a fused qkv projection, through transformers' attention interface.
+
+    `config._attn_implementation` picks the kernel (`"sdpa"` by default, `"eager"`,
+    `"flex_attention"`, a flash-attention build where one is installed); a call that asks for
+    `output_attentions` runs eagerly, as only that path materialises the probabilities.
+    """
 
     def __init__(self, config: DoraConfig):
         super().__init__()
@@ -175,30 +250,49 @@ class DoraAttention(nn.Module):
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim**-0.5
         self.dropout = config.attention_probs_dropout_prob
+        self.is_causal = False
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=config.qkv_bias)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.output_dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def query_key_value(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`(N, S, d)` normalised tokens to queries, keys and values of shape `(N, h, S, dh)`."""
+    def query_key_value(
+        self, hidden_states: torch.Tensor, float32: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(N, S, d)` normalised tokens to queries, keys and values of shape `(N, h, S, dh)`.
+
+        `float32=True` projects with float32 copies of the weights (the tracker's recomputation,
+        which must stay float32 whatever the model's dtype); call it with autocast off.
+        """
         batch, length, _ = hidden_states.shape
-        qkv = self.qkv(hidden_states).reshape(batch, length, 3, self.num_heads, self.head_dim)
+        if float32:
+            bias = None if self.qkv.bias is None else self.qkv.bias.float()
+            qkv = F.linear(hidden_states.float(), self.qkv.weight.float(), bias)
+        else:
+            qkv = self.qkv(hidden_states)
+        qkv = qkv.reshape(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         return query, key, value
 
     def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
+        self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         query, key, value = self.query_key_value(hidden_states)
-        dropout = self.dropout if self.training else 0.0
-        weights = None
-        if output_attentions or self.config._attn_implementation == "eager":
-            weights = torch.softmax((query @ key.transpose(-2, -1)).float() * self.scaling, dim=-1).to(query.dtype)
-            context = F.dropout(weights, p=dropout, training=self.training) @ value
-        else:
-            context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout, scale=self.scaling)
-        context = context.transpose(1, 2).flatten(2)
-        output = self.output_dropout(self.o_proj(context))
+        output_attentions = kwargs.get("output_attentions")
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        context, weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            dropout=self.dropout if self.training else 0.0,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        output = self.output_dropout(self.o_proj(context.reshape(*hidden_states.shape[:-1], -1)))
         return output, (weights if output_attentions else None)
 
 
@@ -215,8 +309,12 @@ class DoraMLP(nn.Module):
         return self.dropout(self.fc2(hidden_states))
 
 
-class DoraLayer(nn.Module):
-    """Pre-norm transformer block with stochastic depth on both residual branches."""
+class DoraLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block with stochastic depth on both residual branches.
+
+    Under `gradient_checkpointing_enable()` its activations are recomputed in the backward pass;
+    the checkpoint restores the RNG state, so stochastic depth drops the same samples again.
+    """
 
     def __init__(self, config: DoraConfig, drop_path_rate: float = 0.0):
         super().__init__()
@@ -226,13 +324,10 @@ class DoraLayer(nn.Module):
         self.mlp = DoraMLP(config)
         self.drop_path = DoraDropPath(drop_path_rate)
 
-    def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attention_output, weights = self.attention(self.layernorm_before(hidden_states), output_attentions)
+    def forward(self, hidden_states: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> torch.Tensor:
+        attention_output, _ = self.attention(self.layernorm_before(hidden_states), **kwargs)
         hidden_states = hidden_states + self.drop_path(attention_output)
-        hidden_states = hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
-        return hidden_states, weights
+        return hidden_states + self.drop_path(self.mlp(self.layernorm_after(hidden_states)))
 
 
 class DoraEncoder(nn.Module):
@@ -242,27 +337,20 @@ class DoraEncoder(nn.Module):
         self.layer = nn.ModuleList([DoraLayer(config, rate) for rate in rates])
 
     def forward(
-        self,
-        hidden_states: torch.Tensor,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        capture_layer: int | None = None,
-    ) -> tuple[torch.Tensor, tuple | None, tuple | None, tuple[torch.Tensor, torch.Tensor] | None]:
-        """Run the blocks; `capture_layer=i` also returns block i's input and output."""
-        all_hidden = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        captured_input = captured = None
+        self, hidden_states: torch.Tensor, capture_layer: int | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Run the blocks; `capture_layer=i` also returns block i's input and output (for the tracker).
+
+        Hidden states and attentions are recorded by the output-capturing hooks of the model's
+        `_can_record_outputs`, not here.
+        """
+        captured = None
         for index, layer in enumerate(self.layer):
+            block_input = hidden_states
+            hidden_states = layer(hidden_states, **kwargs)
             if index == capture_layer:
-                captured_input = hidden_states
-            hidden_states, weights = layer(hidden_states, output_attentions)
-            if index == capture_layer:
-                captured = (captured_input, hidden_states)
-            if output_hidden_states:
-                all_hidden = all_hidden + (hidden_states,)
-            if output_attentions:
-                all_attentions = all_attentions + (weights,)
-        return hidden_states, all_hidden, all_attentions, captured
+                captured = (block_input, hidden_states)
+        return hidden_states, captured
 
 
 class DoraWeightNormLinear(nn.Module):
@@ -304,14 +392,38 @@ class DoraProjectionHead(nn.Module):
         return self.last_layer(embedding)
 
 
+_FORWARD_KWARGS = frozenset(TransformersKwargs.__optional_keys__) | frozenset(TransformersKwargs.__required_keys__)
+
+
+def check_forward_kwargs(model: nn.Module, kwargs: dict) -> None:
+    """Refuse keyword arguments that are neither a named parameter nor one of transformers' own.
+
+    A misspelt option (`interpolate_pos_encodings=True`) would otherwise vanish into `**kwargs`.
+    """
+    unknown = sorted(set(kwargs) - _FORWARD_KWARGS)
+    if unknown:
+        raise TypeError(f"{type(model).__name__}.forward() got unexpected keyword argument(s): {', '.join(unknown)}")
+
+
 class DoraPreTrainedModel(PreTrainedModel):
+    config: DoraConfig
     config_class = DoraConfig
     base_model_prefix = "dora"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
-    supports_gradient_checkpointing = False
+    supports_gradient_checkpointing = True
     _no_split_modules = ["DoraEmbeddings", "DoraLayer"]
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {
+        "hidden_states": DoraLayer,
+        "attentions": DoraAttention,
+    }
+    # Heads of the other DoRA classes, left out on purpose when one class loads another's folder.
+    _keys_to_ignore_on_load_unexpected = [r"^projection_head\.", r"^classifier\."]
 
     def _init_weights(self, module: nn.Module) -> None:
         """DINO's initialisation: truncated normal (std 0.02) linears and embeddings, unit LayerNorms."""
@@ -333,23 +445,32 @@ class DoraPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save weights, config and, through `auto_map`, the modeling code for every Auto class.
 
-        `register_for_auto_class` only records the saved class; listing all three lets a folder
-        saved from `DoraForPreTraining` load with `AutoModel` (the backbone) under
-        `trust_remote_code=True` in an environment without this package.
+        `register_for_auto_class` only records the saved class; listing them all lets any DoRA
+        folder load through any of these Auto classes under `trust_remote_code=True` in an
+        environment without this package (a `DoraForPreTraining` folder as a backbone, say).
         """
         self.config.auto_map = {
             "AutoConfig": "configuration_dora.DoraConfig",
             "AutoModel": "modeling_dora.DoraModel",
             "AutoModelForPreTraining": "modeling_dora.DoraForPreTraining",
+            "AutoBackbone": "modeling_dora.DoraBackbone",
+            "AutoModelForImageClassification": "modeling_dora.DoraForImageClassification",
         }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
+def _prepare_pixel_values(model: DoraPreTrainedModel, pixel_values: torch.Tensor | None) -> torch.Tensor:
+    """Inputs in the weights' dtype, except under autocast, which casts per operation itself."""
+    if pixel_values is None:
+        raise ValueError("pixel_values is required")
+    expected_dtype = model.embeddings.patch_embeddings.projection.weight.dtype
+    if pixel_values.dtype != expected_dtype and not torch.is_autocast_enabled(pixel_values.device.type):
+        pixel_values = pixel_values.to(expected_dtype)
+    return pixel_values
+
+
 class DoraModel(DoraPreTrainedModel):
     """The DoRA backbone: `pooler_output` is the final-LayerNorm [CLS] token, DoRA's image feature."""
-
-    # Loading the backbone from a `DoraForPreTraining` folder leaves the projection head out on purpose.
-    _keys_to_ignore_on_load_unexpected = [r"^projection_head\."]
 
     def __init__(self, config: DoraConfig):
         super().__init__(config)
@@ -361,21 +482,21 @@ class DoraModel(DoraPreTrainedModel):
     def get_input_embeddings(self) -> DoraPatchEmbeddings:
         return self.embeddings.patch_embeddings
 
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
-        return_dict: bool | None = None,
         patch_mask: torch.Tensor | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple:
+        output_tracker_features: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> DoraModelOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
             Normalised images (see `DoraImageProcessor`).
         interpolate_pos_encoding (`bool`, *optional*):
-            Resample the position embeddings for inputs of another size than `config.image_size`.
+            Resample the position embeddings for inputs of another size than `config.image_size`
+            (bicubic, as `config.interpolate_pos_encoding_mode` says: DINO's way by default).
         patch_mask (`torch.Tensor` of shape `(batch_size, [num_masks,] num_patches)`, *optional*):
             Multiplies each patch's projection, before the bias and the position embedding, by this
             (bool or float; patches in row-major order). As patches do not overlap, this gives the
@@ -383,57 +504,44 @@ class DoraModel(DoraPreTrainedModel):
             its masked views. With `num_masks` masks per image the outputs hold
             `batch_size * num_masks` sequences, image-major (sequence `i * num_masks + j` is image
             `i` under mask `j`), and each image is projected once.
+        output_tracker_features (`bool`, *optional*, defaults to `False`):
+            Also return the tracker block's queries, keys and [CLS] attention and the patch
+            features (`DoraTrackerFeatures`), what `DoraTrackingHead` reads.
+
+        `output_hidden_states` gives the input of every block and the last block's output (before
+        the final LayerNorm); `output_attentions` every block's probabilities (computed eagerly).
         """
-        output = self._encode(
-            pixel_values,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            patch_mask=patch_mask,
-        )
-        result = BaseModelOutputWithPooling(
-            last_hidden_state=output.last_hidden_state,
-            pooler_output=output.pooler_output,
-            hidden_states=output.hidden_states,
-            attentions=output.attentions,
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        return result if return_dict else result.to_tuple()
-
-    def _encode(
-        self,
-        pixel_values: torch.Tensor | None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        interpolate_pos_encoding: bool | None = None,
-        output_tracker_features: bool = False,
-        patch_mask: torch.Tensor | None = None,
-    ) -> DoraForPreTrainingOutput:
-        if pixel_values is None:
-            raise ValueError("pixel_values is required")
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        expected_dtype = self.embeddings.patch_embeddings.projection.weight.dtype
-        if pixel_values.dtype != expected_dtype and not torch.is_autocast_enabled(pixel_values.device.type):
-            pixel_values = pixel_values.to(expected_dtype)
-
+        check_forward_kwargs(self, kwargs)
+        pixel_values = _prepare_pixel_values(self, pixel_values)
         embeddings = self.embeddings(
             pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding), patch_mask=patch_mask
         )
         capture = self.config.tracker_layer_index if output_tracker_features else None
-        hidden_states, all_hidden, all_attentions, captured = self.encoder(
-            embeddings, output_attentions, output_hidden_states, capture
-        )
+        hidden_states, captured = self.encoder(embeddings, capture_layer=capture, **kwargs)
         sequence_output = self.layernorm(hidden_states)
         tracker_features = self._tracker_features(captured, sequence_output) if output_tracker_features else None
-        return DoraForPreTrainingOutput(
-            pooler_output=sequence_output[:, 0],
+        return DoraModelOutput(
             last_hidden_state=sequence_output,
-            hidden_states=all_hidden,
-            attentions=all_attentions,
+            pooler_output=sequence_output[:, 0],
             tracker_features=tracker_features,
+        )
+
+    def _encode(
+        self,
+        pixel_values: torch.Tensor | None,
+        interpolate_pos_encoding: bool | None = None,
+        output_tracker_features: bool = False,
+        patch_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> DoraModelOutput:
+        """`forward` with its output always a `DoraModelOutput` (kept for the evaluation code)."""
+        return self(
+            pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            patch_mask=patch_mask,
+            output_tracker_features=output_tracker_features,
+            return_dict=True,
+            **kwargs,
         )
 
     def _tracker_features(
@@ -443,17 +551,23 @@ class DoraModel(DoraPreTrainedModel):
 
         The blocks run fused attention, which never materialises probabilities; only the [CLS]
         row of one block is needed, so it is recomputed here at the cost of one qkv projection.
+        The recomputation is part of the tracker, so it runs in float32 with autocast off (one
+        projection of one block: cheap), and the patch features are float32 final-LayerNorm
+        tokens: a bf16 forward's rounding stays in the block's input, not in the tracker's maths.
         """
         block_input, block_output = captured
-        attention = self.encoder.layer[self.config.tracker_layer_index].attention
-        layernorm_before = self.encoder.layer[self.config.tracker_layer_index].layernorm_before
-        query, key, _ = attention.query_key_value(layernorm_before(block_input))
-        cls_logits = (query[:, :, :1].float() @ key.float().transpose(-2, -1)) * attention.scaling
-        cls_attention = cls_logits.softmax(dim=-1)[:, :, 0, 1:]
-        if self.config.tracker_layer == "last":
-            patch_tokens = sequence_output[:, 1:]
-        else:
-            patch_tokens = self.layernorm(block_output)[:, 1:]
+        layer = self.encoder.layer[self.config.tracker_layer_index]
+        attention = layer.attention
+        with float32_region(block_input.device):
+            normalized = _layer_norm_float32(layer.layernorm_before, block_input)
+            query, key, _ = attention.query_key_value(normalized, float32=True)
+            cls_logits = (query[:, :, :1] @ key.transpose(-2, -1)) * attention.scaling
+            cls_attention = cls_logits.softmax(dim=-1)[:, :, 0, 1:]
+            if self.config.tracker_layer == "last" and sequence_output.dtype == torch.float32:
+                patch_tokens = sequence_output[:, 1:]
+            else:
+                # the final LayerNorm, in float32, of the tracker block's output
+                patch_tokens = _layer_norm_float32(self.layernorm, block_output[:, 1:])
         return DoraTrackerFeatures(
             queries=query[:, :, 1:],
             keys=key[:, :, 1:],
@@ -475,17 +589,15 @@ class DoraForPreTraining(DoraPreTrainedModel):
     def get_input_embeddings(self) -> DoraPatchEmbeddings:
         return self.dora.embeddings.patch_embeddings
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         interpolate_pos_encoding: bool | None = None,
         output_tracker_features: bool = False,
-        return_dict: bool | None = None,
         patch_mask: torch.Tensor | None = None,
-        **kwargs,
-    ) -> DoraForPreTrainingOutput | tuple:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> DoraForPreTrainingOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
             Normalised images; a batch of clips is passed flattened to `(B*T, C, H, W)`.
@@ -496,17 +608,23 @@ class DoraForPreTraining(DoraPreTrainedModel):
             Masks applied to the patch tokens, as in `DoraModel.forward`; the logits then hold
             `batch_size * num_masks` rows, image-major.
         """
-        output = self.dora._encode(
+        check_forward_kwargs(self, kwargs)
+        output = self.dora(
             pixel_values,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            output_tracker_features=output_tracker_features,
             patch_mask=patch_mask,
+            output_tracker_features=output_tracker_features,
+            return_dict=True,
+            **kwargs,
         )
-        output.logits = self.projection_head(output.pooler_output)
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        return output if return_dict else output.to_tuple()
+        return DoraForPreTrainingOutput(
+            logits=self.projection_head(output.pooler_output),
+            pooler_output=output.pooler_output,
+            last_hidden_state=output.last_hidden_state,
+            hidden_states=output.hidden_states,
+            attentions=output.attentions,
+            tracker_features=output.tracker_features,
+        )
 
     @torch.no_grad()
     def discover_and_track(
@@ -527,7 +645,6 @@ class DoraForPreTraining(DoraPreTrainedModel):
             raise ValueError(
                 f"clip_pixel_values must be (batch, frames, channels, height, width), got {tuple(clip_pixel_values.shape)}"
             )
-        batch, frames = clip_pixel_values.shape[:2]
         output = self.dora._encode(
             clip_pixel_values.flatten(0, 1),
             interpolate_pos_encoding=interpolate_pos_encoding,
@@ -536,4 +653,118 @@ class DoraForPreTraining(DoraPreTrainedModel):
         return self.tracking_head(output.tracker_features, clip_pixel_values, head_indices, generator)
 
 
-__all__ = ["DoraPreTrainedModel", "DoraModel", "DoraForPreTraining", "DoraForPreTrainingOutput"]
+class DoraBackbone(BackboneMixin, DoraPreTrainedModel):
+    """DoRA's ViT as an `AutoBackbone`: one feature map per stage, for UperNet, DPT, Mask2Former.
+
+    The stages are the embeddings (`"stem"`) and every block's output (`"stage1"` ...), as in
+    transformers' `Dinov2Backbone`; `config.out_features` / `out_indices` pick them. Each map goes
+    through the final LayerNorm (`config.apply_layernorm`) and is reshaped to NCHW without the
+    [CLS] token (`config.reshape_hidden_states`). The position embeddings are resampled for any
+    input size (a multiple of the patch size), as dense tasks train on other crops. It loads the
+    weights of any saved DoRA folder.
+    """
+
+    def __init__(self, config: DoraConfig):
+        super().__init__(config)
+        self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
+        self.embeddings = DoraEmbeddings(config)
+        self.encoder = DoraEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def get_input_embeddings(self) -> DoraPatchEmbeddings:
+        return self.embeddings.patch_embeddings
+
+    @capture_outputs(tie_last_hidden_states=False)
+    def _stages(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BaseModelOutput:
+        """The blocks' forward; the stages come back as the recorded `hidden_states`."""
+        embeddings = self.embeddings(pixel_values, interpolate_pos_encoding=True)
+        hidden_states, _ = self.encoder(embeddings, **kwargs)
+        return BaseModelOutput(last_hidden_state=hidden_states)
+
+    @can_return_tuple
+    @filter_output_hidden_states
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+            Normalised images; height and width multiples of `config.patch_size`.
+
+        Returns a `BackboneOutput` whose `feature_maps` hold one map per stage of `out_features`.
+        """
+        check_forward_kwargs(self, kwargs)
+        pixel_values = _prepare_pixel_values(self, pixel_values)
+        output = self._stages(pixel_values, return_dict=True, **kwargs)
+        batch, _, height, width = pixel_values.shape
+        grid = (height // self.config.patch_size, width // self.config.patch_size)
+        feature_maps = ()
+        for stage, hidden_state in zip(self.stage_names, output.hidden_states):
+            if stage in self.out_features:
+                if self.config.apply_layernorm:
+                    hidden_state = self.layernorm(hidden_state)
+                if self.config.reshape_hidden_states:
+                    hidden_state = hidden_state[:, 1:].reshape(batch, *grid, -1).permute(0, 3, 1, 2).contiguous()
+                feature_maps += (hidden_state,)
+        return BackboneOutput(
+            feature_maps=feature_maps, hidden_states=output.hidden_states, attentions=output.attentions
+        )
+
+
+class DoraForImageClassification(DoraPreTrainedModel):
+    """DoRA's ViT with a linear classifier, for the `image-classification` pipeline and `Trainer`.
+
+    The classifier reads the [CLS] token and the mean patch token (`classifier_pooling="cls_mean"`,
+    DINOv2's head) or the [CLS] token alone (`"cls"`), both after the final LayerNorm. Fine-tune
+    everything, or freeze `model.dora` (and set `drop_path_rate=0.0`) for a linear probe.
+    """
+
+    def __init__(self, config: DoraConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.dora = DoraModel(config)
+        width = config.hidden_size * (2 if config.classifier_pooling == "cls_mean" else 1)
+        self.classifier = nn.Linear(width, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def get_input_embeddings(self) -> DoraPatchEmbeddings:
+        return self.dora.embeddings.patch_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> ImageClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+            Class indices for the cross-entropy loss (or float targets, as `config.problem_type` says).
+        interpolate_pos_encoding (`bool`, *optional*):
+            Resample the position embeddings for inputs of another size than `config.image_size`.
+        """
+        check_forward_kwargs(self, kwargs)
+        outputs = self.dora(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
+        )
+        tokens = outputs.last_hidden_state
+        features = tokens[:, 0]
+        if self.config.classifier_pooling == "cls_mean":
+            features = torch.cat([features, tokens[:, 1:].mean(dim=1)], dim=-1)
+        logits = self.classifier(features)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits, self.config, **kwargs)
+        return ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+
+
+__all__ = [
+    "DoraPreTrainedModel",
+    "DoraModel",
+    "DoraModelOutput",
+    "DoraForPreTraining",
+    "DoraForPreTrainingOutput",
+    "DoraBackbone",
+    "DoraForImageClassification",
+]

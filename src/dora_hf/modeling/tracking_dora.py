@@ -16,15 +16,32 @@ authors' reference code computes it, batched over clips, frames and objects:
 
 Every step is a pure function of tensors so that it can be tested and reused on its own; the
 ``DoraTrackingHead`` module only wires them with the model's configuration. It has no weights.
+
+All of it runs in float32 with autocast switched off, whatever mixed-precision region the caller
+is in: the masks are thresholds of these products, and bf16 rounding of the matmuls flips the
+patches that lie close to a threshold.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.utils import ModelOutput
+
+
+def float32_region(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """A region with autocast off on `device`, so that float32 inputs give float32 products.
+
+    `.float()` alone is not enough under autocast: it recasts the operands of every matmul to
+    bf16/fp16. Device types without autocast (e.g. `meta`) get a no-op context.
+    """
+    device_type = torch.device(device).type
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def sinkhorn_knopp(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Tensor:
@@ -39,21 +56,23 @@ def sinkhorn_knopp(scores: torch.Tensor, epsilon: float, iterations: int) -> tor
         `(B, P, k)` transport plan in float32: every prototype holds 1/k of the mass before the
         final rescaling, and each patch's assignment sums to 1 (columns scaled by P at the end).
 
-    The plan is computed in float32 whatever the input dtype (it is exponentiated). Sums are
-    clamped at the smallest normal float so that a patch whose scores all underflow keeps a
-    zero assignment instead of producing NaN (the reference divides by zero there).
+    The plan is computed in float32 whatever the input dtype (it is exponentiated) and whatever
+    autocast region is active. Sums are clamped at the smallest normal float so that a patch
+    whose scores all underflow keeps a zero assignment instead of producing NaN (the reference
+    divides by zero there).
     """
-    q = scores.float() / epsilon
-    q = q - q.amax(dim=(1, 2), keepdim=True)
-    q = torch.exp(q).transpose(1, 2)  # (B, k, P)
-    num_prototypes, num_patches = q.shape[1], q.shape[2]
-    tiny = torch.finfo(q.dtype).tiny
-    q = q / q.sum(dim=(1, 2), keepdim=True).clamp_min(tiny)
-    for _ in range(iterations):
-        q = q / (q.sum(dim=2, keepdim=True).clamp_min(tiny) * num_prototypes)
-        q = q / (q.sum(dim=1, keepdim=True).clamp_min(tiny) * num_patches)
-    q = q * num_patches
-    return q.transpose(1, 2)
+    with float32_region(scores.device):
+        q = scores.float() / epsilon
+        q = q - q.amax(dim=(1, 2), keepdim=True)
+        q = torch.exp(q).transpose(1, 2)  # (B, k, P)
+        num_prototypes, num_patches = q.shape[1], q.shape[2]
+        tiny = torch.finfo(q.dtype).tiny
+        q = q / q.sum(dim=(1, 2), keepdim=True).clamp_min(tiny)
+        for _ in range(iterations):
+            q = q / (q.sum(dim=2, keepdim=True).clamp_min(tiny) * num_prototypes)
+            q = q / (q.sum(dim=1, keepdim=True).clamp_min(tiny) * num_patches)
+        q = q * num_patches
+        return q.transpose(1, 2)
 
 
 def discover_objects(
@@ -74,17 +93,18 @@ def discover_objects(
 
     Returns:
         prototypes `(B, k, d)`, scores `(B, P, k)`, transport plan `(B, P, k)`,
-        refined prototypes `(B, k, d)`.
+        refined prototypes `(B, k, d)`, all float32 (autocast is off here).
     """
-    attention = cls_attention.index_select(1, head_indices).float()  # (B, k, P)
-    all_queries = queries.transpose(1, 2).flatten(2).float()  # (B, P, h*dh): heads concatenated
-    prototypes = attention @ all_queries
-    normalized = patch_features.float()
-    normalized = normalized / normalized.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    scores = normalized @ prototypes.transpose(1, 2)
-    plan = sinkhorn_knopp(scores, epsilon, iterations)
-    refined = plan.transpose(1, 2) @ normalized
-    return prototypes, scores, plan, refined
+    with float32_region(queries.device):
+        attention = cls_attention.index_select(1, head_indices).float()  # (B, k, P)
+        all_queries = queries.transpose(1, 2).flatten(2).float()  # (B, P, h*dh): heads concatenated
+        prototypes = attention @ all_queries
+        normalized = patch_features.float()
+        normalized = normalized / normalized.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        scores = normalized @ prototypes.transpose(1, 2)
+        plan = sinkhorn_knopp(scores, epsilon, iterations)
+        refined = plan.transpose(1, 2) @ normalized
+        return prototypes, scores, plan, refined
 
 
 def track_objects(refined_prototypes: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -95,13 +115,14 @@ def track_objects(refined_prototypes: torch.Tensor, keys: torch.Tensor) -> torch
         keys: `(B, T, h, P, dh)` patch keys of the tracker block for every frame.
 
     Returns:
-        `(B, k, T, P)` attention of each object over the patches of each frame (softmax over P),
-        scaled by ``d ** -0.5`` with ``d = h * dh`` as in the reference.
+        `(B, k, T, P)` float32 attention of each object over the patches of each frame (softmax
+        over P), scaled by ``d ** -0.5`` with ``d = h * dh`` as in the reference.
     """
-    frame_keys = keys.permute(0, 1, 3, 2, 4).flatten(3).float()  # (B, T, P, d)
-    scale = frame_keys.shape[-1] ** -0.5
-    logits = torch.einsum("bkd,btpd->bktp", refined_prototypes.float(), frame_keys) * scale
-    return logits.softmax(dim=-1)
+    with float32_region(keys.device):
+        frame_keys = keys.permute(0, 1, 3, 2, 4).flatten(3).float()  # (B, T, P, d)
+        scale = frame_keys.shape[-1] ** -0.5
+        logits = torch.einsum("bkd,btpd->bktp", refined_prototypes.float(), frame_keys) * scale
+        return logits.softmax(dim=-1)
 
 
 def binarize_attention(cross_attention: torch.Tensor, scope: str) -> torch.Tensor:
@@ -203,7 +224,11 @@ class DoraTrackingOutput(ModelOutput):
 
 
 class DoraTrackingHead(nn.Module):
-    """Discovery on frame 0, Sinkhorn-Knopp refinement, tracking and masking, for whole batches."""
+    """Discovery on frame 0, Sinkhorn-Knopp refinement, tracking and masking, for whole batches.
+
+    Computes in float32 with autocast off (its inputs are cast to float32), so a caller inside a
+    mixed-precision region gets the same masks as a float32 caller given the same features.
+    """
 
     def __init__(self, config):
         super().__init__()
@@ -265,28 +290,30 @@ class DoraTrackingHead(nn.Module):
                 )
             head_indices = requested.to(pixel_values.device)
 
-        heads, patches, head_dim = features.queries.shape[1:]
-        queries = features.queries.reshape(batch, frames, heads, patches, head_dim)
-        keys = features.keys.reshape(batch, frames, heads, patches, head_dim)
-        cls_attention = features.cls_attention.reshape(batch, frames, heads, patches)
-        patch_features = features.patch_features.reshape(batch, frames, patches, -1)
+        # float32 with autocast off for every caller, e.g. a training step inside `autocast()`.
+        with float32_region(pixel_values.device):
+            heads, patches, head_dim = features.queries.shape[1:]
+            queries = features.queries.float().reshape(batch, frames, heads, patches, head_dim)
+            keys = features.keys.float().reshape(batch, frames, heads, patches, head_dim)
+            cls_attention = features.cls_attention.float().reshape(batch, frames, heads, patches)
+            patch_features = features.patch_features.float().reshape(batch, frames, patches, -1)
 
-        prototypes, _, assignment, refined = discover_objects(
-            cls_attention[:, 0],
-            queries[:, 0],
-            patch_features[:, 0],
-            head_indices,
-            self.sinkhorn_epsilon,
-            self.sinkhorn_iterations,
-        )
-        cross_attention = track_objects(refined, keys)
-        patch_masks = binarize_attention(cross_attention, self.mask_threshold_scope)
-        grid = (height // self.patch_size, width // self.patch_size)
-        masks = masked_views = None
-        if output_pixel_masks:
-            masks = upsample_masks(patch_masks, grid, self.patch_size)
-            masked_views = apply_masks(pixel_values, masks, self.mask_mode)
-        patch_masks = patch_masks.reshape(batch, self.num_objects, frames, *grid)
+            prototypes, _, assignment, refined = discover_objects(
+                cls_attention[:, 0],
+                queries[:, 0],
+                patch_features[:, 0],
+                head_indices,
+                self.sinkhorn_epsilon,
+                self.sinkhorn_iterations,
+            )
+            cross_attention = track_objects(refined, keys)
+            patch_masks = binarize_attention(cross_attention, self.mask_threshold_scope)
+            grid = (height // self.patch_size, width // self.patch_size)
+            masks = masked_views = None
+            if output_pixel_masks:
+                masks = upsample_masks(patch_masks, grid, self.patch_size)
+                masked_views = apply_masks(pixel_values, masks, self.mask_mode)
+            patch_masks = patch_masks.reshape(batch, self.num_objects, frames, *grid)
         return DoraTrackingOutput(
             head_indices=head_indices,
             prototypes=prototypes,
