@@ -25,7 +25,8 @@ RESULTS = [
 
 
 def recipe(**overrides) -> dict:
-    return dataclasses.asdict(PretrainRecipe(**{"dataset": "me/walking-tours-venice", **overrides}))
+    """A recipe as a run's checkpoint records it, with the precision the run resolved."""
+    return dataclasses.asdict(PretrainRecipe(**{"dataset": "me/walking-tours-venice", "mixed_precision": "bf16", **overrides}))
 
 
 def python_snippets(text: str) -> list[str]:

@@ -97,5 +97,8 @@ def test_compile_key_compiles_both_backbones_in_place_and_trains_the_same(
 
 
 def test_compile_key_must_be_a_boolean(tiny_frames_dataset: Path, tmp_path: Path) -> None:
-    with pytest.raises(DoraUserError, match="recipe key 'compile' must be true or false"):
-        pretrain(tiny_recipe(tiny_frames_dataset, tmp_path / "run", compile="yes"), Accelerator(cpu=True))
+    # YAML's yes/no spellings are booleans; anything else is refused before any work.
+    assert tiny_recipe(tiny_frames_dataset, tmp_path / "run", compile="yes").compile is True
+    with pytest.raises(DoraUserError, match="recipe key 'compile' must be true or false, got 'maybe'"):
+        pretrain(tiny_recipe(tiny_frames_dataset, tmp_path / "run", compile="maybe"), Accelerator(cpu=True))
+    assert not (tmp_path / "run").exists()

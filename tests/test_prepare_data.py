@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import math
 import re
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import read_frame_index
+from conftest import read_frame_index, synthetic_frame
 from datasets import load_dataset
 from huggingface_hub import DatasetCard
 from PIL import Image
@@ -44,8 +46,8 @@ def read_rows(out: Path) -> list[dict]:
 
 
 def leftovers(out: Path) -> list[Path]:
-    """The output folder and any temporary sibling of it that still exist."""
-    return [p for p in out.parent.iterdir() if p.name == out.name or p.name.startswith(f"{out.name}.")]
+    """The output folder and any temporary sibling (staging folder, lock file) of it that still exist."""
+    return [p for p in out.parent.iterdir() if p.name == out.name or p.name.startswith((f"{out.name}.", f".{out.name}."))]
 
 
 def cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -162,7 +164,66 @@ def test_prepare_info_records_settings_and_videos(prepared: Path) -> None:
     assert video["file"] == "synthetic.mp4" and (video["width"], video["height"], video["fps"]) == (160, 96, FPS)
     assert video["kept_frames"] == 50 and video["keep_every"] == 4 and video["clip_step"] == 20
     assert video["clip_starts"] == 50 - 7 * (20 // 4)
+    assert video["frame_interval_spread"] == 0.0 and video["uneven_frame_intervals"] == 0  # a constant frame rate
     assert sum(s["rows"] for s in info["shards"]) == 50
+
+
+# --- variable frame rate ----------------------------------------------------------------------
+
+
+def write_variable_rate_video(path: Path, frames: int = FRAMES, size: tuple[int, int] = (160, 96)) -> Path:
+    """Synthetic frames whose timestamps alternate between runs of 20 at 30 fps and 20 at 60 fps."""
+    tick = Fraction(1, 3000)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(FPS))
+        stream.width, stream.height = size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = stream.time_base = tick
+        stream.options = {"crf": "18", "preset": "ultrafast", "g": "30"}
+        pts = 0
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(synthetic_frame(i, *size), format="rgb24")
+            frame.pts, frame.time_base = pts, tick
+            pts += 100 if (i // 20) % 2 == 0 else 50
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_a_variable_frame_rate_is_warned_about_and_recorded(tmp_path: Path) -> None:
+    video = write_variable_rate_video(tmp_path / "vfr.mp4")
+    with av.open(str(video)) as container:  # what the decoder says, independently of prepare-data
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate)
+        kept = [float(frame.time) for i, frame in enumerate(container.decode(stream)) if i % 2 == 0]
+    nominal = 2 / fps
+    intervals = np.diff(kept)
+    expected_spread = float(np.max(np.abs(intervals - nominal)) / nominal)
+    said: list[str] = []
+    options = PrepareOptions(clip_step=10, keep_every=2, frames_per_clip=4)
+    prepare_dataset([video], tmp_path / "o", options, progress=False, log=said.append)
+    (warning,) = [line for line in said if line.startswith("warning:")]
+    assert warning.startswith(f"warning: {video}: variable frame rate: ")
+    assert f"differ from the nominal {nominal * 1000:.2f} ms by more than 1%" in warning
+    assert f"they range {intervals.min() * 1000:.2f}-{intervals.max() * 1000:.2f} ms" in warning
+    (info,) = json.loads((tmp_path / "o" / "prepare_info.json").read_text())["videos"]
+    assert info["frame_interval_spread"] == pytest.approx(expected_spread, abs=1e-5) and expected_spread > 0.3
+    assert info["uneven_frame_intervals"] == int(np.sum(np.abs(intervals - nominal) > 0.01 * nominal)) > 50
+
+
+def test_timestamps_rounded_to_a_coarse_time_base_are_not_a_variable_frame_rate(video_factory, tmp_path: Path) -> None:
+    """Matroska stores milliseconds: at 30 fps the frames are 33 or 34 ms apart, which is one tick, not 3%."""
+    video = video_factory(suffix=".mkv")
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        assert stream.time_base == Fraction(1, 1000)
+        gaps = {round(float(b.time - a.time) * 1000) for a, b in itertools.pairwise(container.decode(stream))}
+    assert gaps == {33, 34}
+    said: list[str] = []
+    prepare_dataset([video], tmp_path / "o", PrepareOptions(clip_step=20, keep_every=1), progress=False, log=said.append)
+    assert not [line for line in said if line.startswith("warning:")]
+    (info,) = json.loads((tmp_path / "o" / "prepare_info.json").read_text())["videos"]
+    assert info["uneven_frame_intervals"] == 0 and 0 < info["frame_interval_spread"] < 0.03
 
 
 def test_says_what_it_keeps(synthetic_video: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -214,7 +275,8 @@ def test_overwrite_refuses_a_folder_it_did_not_make(synthetic_video: Path, tmp_p
     out.mkdir()
     (out / "thesis.tex").write_text("do not delete")
     err = cli_error(capsys, ["prepare-data", str(synthetic_video), "--out", str(out), "--clip-step", "20", "--overwrite"])
-    assert "not a prepare-data output" in err and (out / "thesis.tex").exists()
+    assert "has no .dora-hf.json" in err and "refusing to replace it even with --overwrite" in err
+    assert (out / "thesis.tex").read_text() == "do not delete"
 
 
 # --- bad input --------------------------------------------------------------------------------
@@ -310,7 +372,7 @@ def test_interrupt_removes_the_temporary_folder(synthetic_video: Path, tmp_path:
     def interrupted(*args, **kwargs):
         calls.append(1)
         if len(calls) == 30:
-            assert any(p.name.startswith("o.tmp-") for p in tmp_path.iterdir())
+            assert any(p.name.startswith(".o.tmp-") for p in tmp_path.iterdir())
             raise KeyboardInterrupt
         return real_encode(*args, **kwargs)
 

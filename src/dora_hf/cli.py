@@ -16,6 +16,7 @@ from .errors import DoraUserError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "convert-reference": ("dora_hf.convert", "convert a reference DoRA/DINO checkpoint (.pth) to a transformers folder"),
     "prepare-data": ("dora_hf.data.prepare", "decode long videos once into streamable parquet frame shards"),
+    "verify-data": ("dora_hf.data.manifest", "check a prepared dataset's shards against its manifest (sizes, rows, sha256)"),
     "export": ("dora_hf.export", "export a training checkpoint's teacher as a transformers model folder"),
     "eval": ("dora_hf.evaluation.commands", "evaluate a frozen encoder: k-NN, linear probe, DAVIS-2017 J&F"),
     "visualize": ("dora_hf.evaluation.visualize", "draw the objects a model discovers and tracks through a video (GIF or PNG)"),

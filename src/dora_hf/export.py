@@ -2,16 +2,21 @@
 
 The folder holds the weights (`DoraForPreTraining`: backbone, projection head, tracking head),
 the configuration, the image processor, the modeling code for `trust_remote_code` users and a
-model card. It is written under a temporary name and renamed only when complete.
+model card. It is written under a temporary name and renamed only when complete; see
+`staged_folder` for what may be replaced.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from .cards import render_model_card
 from .errors import DoraUserError
@@ -20,15 +25,19 @@ from .staged_folder import staged_folder
 from .training.checkpoints import CONFIG_FILE, RECIPE_FILE, RUN_STATE_FILE, resolve_checkpoint
 
 
+def checkpoint_folder(checkpoint: Path) -> Path:
+    """The complete checkpoint folder `checkpoint` names: itself, or a run folder's latest."""
+    if (checkpoint / "checkpoints").is_dir():
+        return resolve_checkpoint("latest", checkpoint)
+    return resolve_checkpoint(str(checkpoint), checkpoint)
+
+
 def load_teacher(checkpoint: Path) -> tuple[DoraForPreTraining, dict, int]:
     """The teacher network, the run's recipe and its step, from a complete checkpoint folder.
 
     A run's output folder stands for its latest complete checkpoint.
     """
-    if (checkpoint / "checkpoints").is_dir():
-        checkpoint = resolve_checkpoint("latest", checkpoint)
-    else:
-        checkpoint = resolve_checkpoint(str(checkpoint), checkpoint)
+    checkpoint = checkpoint_folder(checkpoint)
     missing = [name for name in (CONFIG_FILE, RECIPE_FILE, RUN_STATE_FILE) if not (checkpoint / name).is_file()]
     if missing:
         raise DoraUserError(f"{checkpoint} is not a DoRA training checkpoint: missing {', '.join(missing)}")
@@ -38,6 +47,23 @@ def load_teacher(checkpoint: Path) -> tuple[DoraForPreTraining, dict, int]:
     teacher = DoraForPreTraining(config)
     teacher.load_state_dict(state["teacher"])
     return teacher.eval(), recipe, int(state["step"])
+
+
+def save_weights(model: DoraForPreTraining, folder: Path) -> None:
+    """`save_pretrained`, with safetensors' I/O failures raised as the `OSError` they are.
+
+    safetensors reports a full disk or a read-only folder as a `SafetensorError` whose message
+    ends in ``(os error N)``; as an `OSError` it gets the one-line report of every other write
+    failure (see `staged_folder`).
+    """
+    try:
+        model.save_pretrained(folder)
+    except SafetensorError as err:
+        code = re.search(r"\(os error (\d+)\)", str(err))
+        if code is None or int(code.group(1)) not in errno.errorcode:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), str(folder / "model.safetensors")) from err
 
 
 def load_eval_results(paths: list[str | Path]) -> list:
@@ -68,15 +94,16 @@ def export_checkpoint(
     """Write the teacher of `checkpoint` as a transformers model folder at `out_dir`.
 
     `eval_results`: result files of `dora-hf eval`, shown in the card's results table and its
-    `model-index` metadata.
+    `model-index` metadata. Only an earlier model folder is ever replaced (with `overwrite`), never
+    a run folder, a checkpoint or a folder dora-hf did not write.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise DoraUserError(f"output folder already exists: {out_dir} (pass --overwrite to replace it)")
-    results = load_eval_results(eval_results or [])
-    teacher, recipe, step = load_teacher(Path(checkpoint))
-    with staged_folder(out_dir, overwrite=overwrite) as staging:
-        teacher.save_pretrained(staging)
+    source = checkpoint_folder(Path(checkpoint))
+    keep = (Path(checkpoint), source)  # what is read must survive: the run folder given and its checkpoint
+    with staged_folder(out_dir, overwrite=overwrite, kind="model", command="export", keep=keep) as staging:
+        results = load_eval_results(eval_results or [])
+        teacher, recipe, step = load_teacher(source)
+        save_weights(teacher, staging)
         DoraImageProcessor.for_image_size(teacher.config.image_size).save_pretrained(staging)
         card = render_model_card(
             teacher.config,

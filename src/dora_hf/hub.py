@@ -2,10 +2,11 @@
 
 Everything that can be checked locally is checked before the first network call, so a typo costs
 no upload: the folder exists and is what `--repo-type` says (a `dora-hf export` model folder or a
-`dora-hf prepare-data` dataset folder), its card's metadata parses, the repo id is `ORG/NAME` and
-a token is available. `--dry-run` prints exactly the files `upload_folder` would send and contacts
-nobody. The upload itself is `huggingface_hub`'s `create_repo` (+ `create_branch`) and
-`upload_folder`.
+`dora-hf prepare-data` dataset folder), its card's metadata parses, a dataset's shards match its
+manifest (names, sizes, rows and sha256: nothing missing, extra, truncated or altered is
+uploaded), the repo id is `ORG/NAME` and a token is available. `--dry-run` prints exactly the
+files `upload_folder` would send and contacts nobody. The upload itself is `huggingface_hub`'s
+`create_repo` (+ `create_branch`) and `upload_folder`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from huggingface_hub import DatasetCard, HfApi, ModelCard, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects, validate_repo_id
 
+from .data.manifest import VerifyReport, verify_folder
 from .errors import DoraUserError
+from .output_folder import MARKER_FILE
 
-IGNORE_PATTERNS: tuple[str, ...] = ("__pycache__/*", "*/__pycache__/*", "*.pyc", ".DS_Store", "*/.DS_Store")
-"""Never uploaded (on top of huggingface_hub's own `.git` and `.cache/huggingface`)."""
+IGNORE_PATTERNS: tuple[str, ...] = ("__pycache__/*", "*/__pycache__/*", "*.pyc", ".DS_Store", "*/.DS_Store", MARKER_FILE)
+"""Never uploaded (on top of huggingface_hub's own `.git` and `.cache/huggingface`); the dora-hf
+marker only says which local command wrote the folder."""
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 MODEL_FILES = ("config.json", "preprocessor_config.json", "README.md")
@@ -37,6 +41,8 @@ class UploadPlan:
     repo_id: str
     repo_type: str
     files: tuple[tuple[str, int], ...]
+    verified: VerifyReport | None = None
+    """A dataset's shards as checked against its manifest."""
 
     @property
     def total_bytes(self) -> int:
@@ -50,7 +56,16 @@ class UploadPlan:
             f"to the {visibility}{self.repo_type} repo {self.repo_id}, branch {revision or 'main'}:"
         )
         width = max(len(path) for path, _ in self.files)
-        return "\n".join([head] + [f"  {path:<{width}}  {format_bytes(size):>9}" for path, size in self.files])
+        lines = [head] + [f"  {path:<{width}}  {format_bytes(size):>9}" for path, size in self.files]
+        return "\n".join(lines + ([self.verified_line()] if self.verified else []))
+
+    def verified_line(self) -> str:
+        """What the manifest check found, for a dataset."""
+        report = self.verified
+        if report is None:
+            return ""
+        checked = "names, sizes, rows and sha256" if report.hashed else "names, sizes and rows"
+        return f"{report.shards} shard(s) ({report.rows} rows) match the manifest: {checked} checked in {report.seconds:.1f} s"
 
 
 def format_bytes(size: int) -> str:
@@ -89,8 +104,9 @@ def check_model_folder(folder: Path) -> None:
     _check_card(folder / "README.md", ModelCard)
 
 
-def check_dataset_folder(folder: Path) -> None:
-    """Refuse a folder that is not a `dora-hf prepare-data` dataset with its card."""
+def check_dataset_folder(folder: Path) -> VerifyReport:
+    """Refuse a folder that is not a `dora-hf prepare-data` dataset with its card, or whose shards
+    (those a push uploads) differ from its manifest."""
     missing = [name for name in DATASET_FILES if not (folder / name).is_file()]
     if not any((folder / "data").glob("*.parquet")):
         missing.append("data/*.parquet")
@@ -100,6 +116,8 @@ def check_dataset_folder(folder: Path) -> None:
             "(make one with `dora-hf prepare-data`)"
         )
     _check_card(folder / "README.md", DatasetCard)
+    shards = [name for name, _ in _listed_files(folder) if name.endswith(".parquet")]
+    return verify_folder(folder, shards, checksums=True)
 
 
 def _check_card(path: Path, card_class: type[ModelCard]) -> None:
@@ -112,6 +130,28 @@ def _check_card(path: Path, card_class: type[ModelCard]) -> None:
         raise DoraUserError(f"{path} has no YAML metadata block; re-export or re-prepare the folder")
 
 
+def check_repo_id(repo_id: str, flag: str = "--repo-id") -> None:
+    """`repo_id` is a valid `ORG/NAME` Hub repo id (checked locally)."""
+    if repo_id.count("/") != 1:
+        raise DoraUserError(f"{flag} must be ORG/NAME (a user or organisation, then the repo name), got {repo_id!r}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise DoraUserError(f"{flag} {repo_id!r} is not a valid Hub repo id: {err}") from err
+
+
+def check_push_target(repo_id: str | None) -> None:
+    """What a push at the end of a training run needs, checked before the run starts: a valid
+    `--hub_model_id` and a token (no network call)."""
+    if not repo_id:
+        raise DoraUserError("--push_to_hub needs --hub_model_id ORG/NAME")
+    check_repo_id(repo_id, "--hub_model_id")
+    if not get_token():
+        raise DoraUserError(
+            "--push_to_hub needs a Hugging Face token with write access: set HF_TOKEN or run `hf auth login`"
+        )
+
+
 def plan_upload(folder: str | Path, repo_id: str, repo_type: str = "model") -> UploadPlan:
     """Check the folder and the repo id, and list the files `upload_folder` will send."""
     folder = Path(folder).expanduser()
@@ -121,18 +161,19 @@ def plan_upload(folder: str | Path, repo_id: str, repo_type: str = "model") -> U
         raise DoraUserError(f"{folder} is not a folder: pass a `dora-hf export` or `dora-hf prepare-data` output")
     if repo_type not in ("model", "dataset"):
         raise DoraUserError(f"--repo-type must be model or dataset, got {repo_type!r}")
-    if repo_id.count("/") != 1:
-        raise DoraUserError(f"--repo-id must be ORG/NAME (a user or organisation, then the repo name), got {repo_id!r}")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise DoraUserError(f"--repo-id {repo_id!r} is not a valid Hub repo id: {err}") from err
+    check_repo_id(repo_id)
     kind = folder_kind(folder)
     if kind is not None and kind != repo_type:
         flag = "--repo-type dataset" if kind == "dataset" else "no --repo-type (models are the default)"
         raise DoraUserError(f"{folder} is a {kind} folder, not a {repo_type} folder: pass {flag}")
-    (check_model_folder if repo_type == "model" else check_dataset_folder)(folder)
-    return UploadPlan(folder=folder, repo_id=repo_id, repo_type=repo_type, files=tuple(_listed_files(folder)))
+    verified = None
+    if repo_type == "model":
+        check_model_folder(folder)
+    else:
+        verified = check_dataset_folder(folder)
+    return UploadPlan(
+        folder=folder, repo_id=repo_id, repo_type=repo_type, files=tuple(_listed_files(folder)), verified=verified
+    )
 
 
 def _listed_files(folder: Path) -> list[tuple[str, int]]:
@@ -194,5 +235,7 @@ def run(args: argparse.Namespace) -> int:
         print(plan.describe(private=args.private, revision=args.revision))
         return 0
     url = push(plan, private=args.private, revision=args.revision, commit_message=args.commit_message)
+    if plan.verified:
+        print(plan.verified_line())
     print(f"pushed {len(plan.files)} files ({format_bytes(plan.total_bytes)}) to {plan.repo_id}: {url}")
     return 0

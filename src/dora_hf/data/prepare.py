@@ -5,17 +5,18 @@ every n-th frame (n divides the clip step, so clips with the reference spacing c
 assembled from kept rows while streaming), shrinks it to a short side, compresses it, and
 writes parquet shards ordered by time with a dataset card. The format is described in
 docs/DATA_FORMAT.md. The folder appears only when complete: work happens in a temporary
-sibling that is removed on any error or interrupt.
+sibling that is removed on any error or interrupt. The output folder is claimed for the whole run
+and only an earlier prepare-data output is ever replaced (with --overwrite); see `staged_folder`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -34,6 +35,8 @@ from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
 from ..errors import DoraUserError
+from ..staged_folder import staged_folder
+from .manifest import HashingFile
 from .video_source import VideoInfo, decode_frames, format_duration, probe_video
 
 FRAME_FEATURES = Features(
@@ -55,6 +58,11 @@ TARGET_KEPT_PER_STEP = 6
 
 ROW_GROUP_SIZE = 100
 """Rows per parquet row group: the unit a streaming reader fetches (as ``datasets`` does for images)."""
+
+FRAME_INTERVAL_TOLERANCE = 0.01
+"""Kept frames whose interval differs from the nominal ``keep_every / fps`` by more than this fraction
+(or, if larger, one tick of the container's time base, the rounding of its timestamps) are unevenly
+spaced: a variable-frame-rate source, which prepare-data warns about."""
 
 IMAGE_FORMATS = {"jpeg": ("JPEG", "jpg"), "webp": ("WEBP", "webp")}
 """--format value -> (PIL format name, file extension)."""
@@ -158,15 +166,71 @@ class VideoSummary:
     stored_height: int
     clip_starts: int
     """Kept rows that can start a clip: rows r with r + (T-1) * step/n still in this video."""
+    frame_interval_spread: float = 0.0
+    """Largest difference between an interval of consecutive kept frames and the nominal
+    ``keep_every / fps``, as a fraction of the nominal one (0 for a constant frame rate)."""
+    uneven_frame_intervals: int = 0
+    """Kept-frame intervals off the nominal one beyond :data:`FRAME_INTERVAL_TOLERANCE`."""
+
+
+class FrameSpacing:
+    """Running check of the time between consecutive kept frames, against the nominal interval.
+
+    A constant-frame-rate video keeps frames ``keep_every / fps`` apart (to the rounding of its
+    timestamps); a variable-frame-rate one does not, so clips of a fixed frame step span uneven times.
+    """
+
+    def __init__(self, nominal_s: float) -> None:
+        self.nominal_s = nominal_s
+        self.tolerance_s = FRAME_INTERVAL_TOLERANCE * nominal_s
+        self.intervals = 0
+        self.uneven = 0
+        self.shortest_s = math.inf
+        self.longest_s = -math.inf
+        self._previous: float | None = None
+
+    def add(self, timestamp: float, tick_s: float) -> None:
+        """Account for the next kept frame's timestamp; `tick_s` is its time base (timestamp rounding)."""
+        if self._previous is not None:
+            interval = timestamp - self._previous
+            self.intervals += 1
+            self.shortest_s = min(self.shortest_s, interval)
+            self.longest_s = max(self.longest_s, interval)
+            if abs(interval - self.nominal_s) > max(self.tolerance_s, tick_s):
+                self.uneven += 1
+        self._previous = timestamp
+
+    @property
+    def spread(self) -> float:
+        """Largest difference from the nominal interval, as a fraction of it."""
+        if not self.intervals:
+            return 0.0
+        worst = max(abs(self.shortest_s - self.nominal_s), abs(self.longest_s - self.nominal_s))
+        return worst / self.nominal_s
+
+    def warning(self, path: Path) -> str | None:
+        """One line naming the file and the spread of its kept frames' intervals; None when even."""
+        if not self.uneven:
+            return None
+        ms = 1000.0
+        return (
+            f"warning: {path}: variable frame rate: {self.uneven} of {self.intervals} intervals between kept frames "
+            f"differ from the nominal {self.nominal_s * ms:.2f} ms by more than {FRAME_INTERVAL_TOLERANCE:.0%} "
+            f"(they range {self.shortest_s * ms:.2f}-{self.longest_s * ms:.2f} ms, up to {self.spread:.0%} off), so "
+            "a clip's frames are unevenly spaced in time; re-encode at a constant rate (ffmpeg -fps_mode cfr) to avoid it"
+        )
 
 
 @dataclass
 class ShardSummary:
-    """One written shard: its file name (relative to the output folder) and rows."""
+    """One written shard, as the manifest records it (docs/DATA_FORMAT.md)."""
 
     file: str
+    """Relative to the output folder."""
     rows: int
     size_bytes: int = 0
+    sha256: str = ""
+    """Of the file's bytes, computed while writing them."""
 
 
 @dataclass
@@ -273,7 +337,8 @@ class ShardWriter:
 
     Shards are written as ``part-*.parquet`` and renamed to ``train-XXXXX-of-YYYYY.parquet``
     by :meth:`finish`, once the total is known. The schema carries the ``datasets`` features
-    metadata, so loaders decode ``image`` to PIL images.
+    metadata, so loaders decode ``image`` to PIL images. Each file is hashed as it is written
+    (:class:`~dora_hf.data.manifest.HashingFile`), for the manifest in ``prepare_info.json``.
     """
 
     def __init__(self, data_dir: Path, frames_per_shard: int) -> None:
@@ -282,6 +347,7 @@ class ShardWriter:
         self.schema = FRAME_FEATURES.arrow_schema
         self._columns: dict[str, list] = {name: [] for name in FRAME_FEATURES}
         self._writer: pq.ParquetWriter | None = None
+        self._sink: HashingFile | None = None
         self._parts: list[ShardSummary] = []
         self._rows_in_shard = 0
         self.num_rows = 0
@@ -309,15 +375,28 @@ class ShardWriter:
             name = f"train-{i:05d}-of-{total:05d}.parquet"
             path = self.data_dir / name
             (self.data_dir / part.file).rename(path)
-            final.append(ShardSummary(file=f"{self.data_dir.name}/{name}", rows=part.rows, size_bytes=path.stat().st_size))
+            final.append(
+                ShardSummary(
+                    file=f"{self.data_dir.name}/{name}", rows=part.rows, size_bytes=path.stat().st_size, sha256=part.sha256
+                )
+            )
         self._parts = final
         return final
 
     def abort(self) -> None:
-        """Close the open shard file without finishing it (its folder is about to be removed)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Close the open shard file without finishing it (its folder is about to be removed).
+
+        A failure to close it (the full disk that made the run stop, say) is moot: the file is
+        discarded, and the error that stopped the run is the one to report.
+        """
+        writer, sink = self._writer, self._sink
+        self._writer = self._sink = None
+        with contextlib.suppress(OSError):
+            if writer is not None:
+                writer.close()
+        with contextlib.suppress(OSError):
+            if sink is not None:
+                sink.close()
 
     def _flush(self) -> None:
         if not self._columns["video_id"]:
@@ -326,7 +405,8 @@ class ShardWriter:
             path = self.data_dir / f"part-{len(self._parts):05d}.parquet"
             compression = {name: "snappy" for name in FRAME_FEATURES if name != "image"}
             compression.update({"image.bytes": "none", "image.path": "snappy"})  # frames are compressed already
-            self._writer = pq.ParquetWriter(path, self.schema, compression=compression)
+            self._sink = HashingFile(path)
+            self._writer = pq.ParquetWriter(self._sink, self.schema, compression=compression)
             self._parts.append(ShardSummary(file=path.name, rows=0))
         table = pa.Table.from_pydict(self._columns, schema=self.schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
@@ -336,9 +416,12 @@ class ShardWriter:
 
     def _close_shard(self) -> None:
         self._flush()
-        if self._writer is not None:
+        if self._writer is not None and self._sink is not None:
             self._writer.close()
             self._writer = None
+            self._sink.close()
+            self._parts[-1].sha256 = self._sink.hexdigest()
+            self._sink = None
         self._rows_in_shard = 0
 
 
@@ -360,25 +443,37 @@ def prepare_dataset(
     options.validate()
     say = log or (lambda _line: None)
     out_dir = Path(os.path.abspath(out_dir))  # a name to put the temporary sibling beside, even for "x/."
-    _check_output(out_dir, overwrite)
-    plans = [plan_video(probe_video(v), options) for v in videos]
-    if not plans:
-        raise DoraUserError("no VIDEO given")
-    _check_unique_ids(plans)
+    # Claimed and checked before any video is opened; a second prepare-data into the same folder fails at once.
+    with staged_folder(out_dir, overwrite, kind="dataset", command="prepare-data", log=say) as tmp_dir:
+        plans = [plan_video(probe_video(v), options) for v in videos]
+        if not plans:
+            raise DoraUserError("no VIDEO given")
+        _check_unique_ids(plans)
+        summary = _write_dataset(plans, options, out_dir, tmp_dir, progress, say)
+    say(
+        f"wrote {summary.num_rows} frames in {len(summary.shards)} shard(s) to {out_dir} "
+        f"({summary.decoded_frames} frames decoded in {summary.seconds:.1f} s: {summary.frames_per_second:.0f} frames/s)"
+    )
+    return summary
 
-    tmp_dir = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
+
+def _write_dataset(
+    plans: Sequence[VideoPlan],
+    options: PrepareOptions,
+    out_dir: Path,
+    tmp_dir: Path,
+    progress: bool,
+    say: Callable[[str], None],
+) -> PrepareSummary:
+    """Decode every planned video into the shards, info file and card of the staging folder `tmp_dir`."""
     started = time.perf_counter()
-    writer: ShardWriter | None = None
+    writer = ShardWriter(tmp_dir / "data", options.frames_per_shard)
     try:
-        if tmp_dir.exists():
-            shutil.rmtree(tmp_dir)
-        tmp_dir.mkdir(parents=True)
-        writer = ShardWriter(tmp_dir / "data", options.frames_per_shard)
         summaries = []
         for plan in plans:
             say(f"{plan.info.path.name}: {plan.info.describe()}")
             say(f"{plan.info.path.name}: {plan.describe()}")
-            summaries.append(_write_video(plan, options, writer, progress))
+            summaries.append(_write_video(plan, options, writer, progress, say))
         shards = writer.finish()
         seconds = time.perf_counter() - started
         summary = PrepareSummary(
@@ -393,22 +488,18 @@ def prepare_dataset(
         )
         _write_info(tmp_dir / "prepare_info.json", summary)
         render_dataset_card(summary).save(tmp_dir / "README.md")
-        _move_into_place(tmp_dir, out_dir)
     except BaseException:
-        if writer is not None:
-            writer.abort()
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        writer.abort()  # close the open shard; staged_folder removes the folder
         raise
-    say(
-        f"wrote {summary.num_rows} frames in {len(shards)} shard(s) to {out_dir} "
-        f"({summary.decoded_frames} frames decoded in {seconds:.1f} s: {summary.frames_per_second:.0f} frames/s)"
-    )
     return summary
 
 
-def _write_video(plan: VideoPlan, options: PrepareOptions, writer: ShardWriter, progress: bool) -> VideoSummary:
-    """Decode one video, keep every n-th frame, append its rows."""
+def _write_video(
+    plan: VideoPlan, options: PrepareOptions, writer: ShardWriter, progress: bool, say: Callable[[str], None]
+) -> VideoSummary:
+    """Decode one video, keep every n-th frame, append its rows; warn if the kept frames are unevenly spaced."""
     info = plan.info
+    spacing = FrameSpacing(plan.keep_every / info.fps)
     size = stored_size(info.width, info.height, options.short_side)
     extension = IMAGE_FORMATS[options.image_format][1]
     first_row = writer.num_rows
@@ -433,6 +524,7 @@ def _write_video(plan: VideoPlan, options: PrepareOptions, writer: ShardWriter, 
                     f"{info.path}: frame {decoded_frame.index} is {frame.width}x{frame.height}, but the stream "
                     f"starts at {info.width}x{info.height}; re-encode it at one size"
                 )
+            spacing.add(decoded_frame.timestamp, float(frame.time_base) if frame.time_base else 0.0)
             image = frame_to_image(frame, size)
             writer.add(
                 {
@@ -451,6 +543,9 @@ def _write_video(plan: VideoPlan, options: PrepareOptions, writer: ShardWriter, 
             )
             kept += 1
     check_long_enough(plan, decoded)
+    warning = spacing.warning(info.path)
+    if warning:
+        say(warning)
     rows_per_step = plan.clip_step // plan.keep_every
     return VideoSummary(
         video_id=info.video_id,
@@ -471,6 +566,8 @@ def _write_video(plan: VideoPlan, options: PrepareOptions, writer: ShardWriter, 
         stored_width=size[0],
         stored_height=size[1],
         clip_starts=max(0, kept - (plan.frames_per_clip - 1) * rows_per_step),
+        frame_interval_spread=round(spacing.spread, 6),
+        uneven_frame_intervals=spacing.uneven,
     )
 
 
@@ -542,7 +639,7 @@ def _write_info(path: Path, summary: PrepareSummary) -> None:
     except metadata.PackageNotFoundError:
         version = "unknown"
     info = {
-        "format_version": 1,
+        "format_version": 2,
         "dora_hf_version": version,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "settings": asdict(summary.options),
@@ -553,37 +650,6 @@ def _write_info(path: Path, summary: PrepareSummary) -> None:
         "shards": [asdict(s) for s in summary.shards],
     }
     path.write_text(json.dumps(info, indent=2) + "\n")
-
-
-def _check_output(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an existing output unless --overwrite, and even then anything not ours."""
-    if not out_dir.exists() and not out_dir.is_symlink():
-        return
-    if not overwrite:
-        raise DoraUserError(f"{out_dir}: already exists; pass --overwrite to replace it")
-    if not out_dir.is_dir() or out_dir.is_symlink():
-        raise DoraUserError(f"{out_dir}: exists and is not a folder; refusing to replace it")
-    if any(out_dir.iterdir()) and not (out_dir / "prepare_info.json").is_file():
-        raise DoraUserError(
-            f"{out_dir}: exists and is not a prepare-data output (no prepare_info.json); "
-            "refusing to replace it even with --overwrite"
-        )
-
-
-def _move_into_place(tmp_dir: Path, out_dir: Path) -> None:
-    """Rename the finished folder to its name; an old output is removed only after that."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
-        out_dir.rename(old)
-    try:
-        tmp_dir.rename(out_dir)
-    except BaseException:
-        if old is not None:
-            old.rename(out_dir)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_unique_ids(plans: Sequence[VideoPlan]) -> None:
