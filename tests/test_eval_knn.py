@@ -104,10 +104,15 @@ def test_eval_knn_cli_end_to_end_with_feature_cache(tiny_model, colour_folder, t
     # k-NN finds them whatever the (random) network.
     assert results["details"]["per_k"]["1"]["top1"] == 1.0
     assert results["details"]["per_k"]["3"]["top1"] == 1.0
-    assert results["details"]["per_k"]["20"]["neighbours"] == 12  # capped at the training set
+    # k=20 on 12 training images runs with 12 neighbours, and is reported as what it is
+    assert results["details"]["per_k"]["12"] == {**results["details"]["per_k"]["12"], "neighbours": 12, "requested_k": [20]}
+    assert "20" not in results["details"]["per_k"]
+    assert "k=20 uses k=12 neighbours; results are reported as k=12" in capsys.readouterr().err
+    assert results["settings"]["k"] == [1, 3, 12] and results["settings"]["requested_k"] == [1, 3, 20]
     assert results["dataset"]["num_train"] == 12 and results["dataset"]["num_eval"] == 6
     assert results["dataset"]["split"] == "validation"  # chosen when --split is not given
-    assert [m["name"] for m in results["metrics"]] == ["k-NN top-1 (k=1)", "k-NN top-1 (k=3)", "k-NN top-1 (k=20)"]
+    assert [m["name"] for m in results["metrics"]] == ["k-NN top-1 (k=1)", "k-NN top-1 (k=3)", "k-NN top-1 (k=12)"]
+    assert results["metrics"][2]["args"] == {"k": 12, "temperature": 0.07}
     files = sorted(cache.glob("*.safetensors"))
     assert len(files) == 2  # train and validation
 
@@ -202,3 +207,46 @@ def test_unlabelled_split_is_refused(tiny_model, tmp_path):
     split = open_image_split(str(folder.parent), "test")
     with pytest.raises(DoraUserError, match="unlabelled examples"):
         extract_features(load_backbone(str(tiny_model)), split, progress=False)
+
+
+def test_knn_values_above_the_training_set_are_merged_into_the_k_used():
+    from dora_hf.evaluation.commands import neighbour_counts
+
+    assert neighbour_counts([10, 20, 100, 200], 12) == {10: [10], 12: [20, 100, 200]}
+    assert neighbour_counts([200, 5], 300) == {200: [200], 5: [5]}
+
+
+def test_one_class_is_refused_as_one_class(tiny_model, tmp_path, capsys):
+    # imagefolder drops the label column when it finds a single class folder
+    root = tmp_path / "one-class"
+    for split, count in {"train": 3, "validation": 2}.items():
+        (root / split / "red").mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((16, 16, 3), COLOURS["red"], dtype=np.uint8)).save(root / split / "red" / f"{i}.png")
+    assert cli_main(knn_args(tiny_model, root, tmp_path / "cache", tmp_path / "x.json")) == 2
+    err = capsys.readouterr().err
+    assert "k-NN and linear evaluation need at least two classes" in err and "one class folder (red)" in err
+
+    # a labelled split whose training part holds one class
+    data = tmp_path / "parquet" / "data"
+    data.mkdir(parents=True)
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    image = Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8))
+    datasets.Dataset.from_dict({"image": [image] * 3, "label": [0] * 3}, features=features).to_parquet(data / "train.parquet")
+    datasets.Dataset.from_dict({"image": [image] * 2, "label": [0, 1]}, features=features).to_parquet(data / "test.parquet")
+    argv = ["eval", "knn", "--model", str(tiny_model), "--dataset", str(data.parent), "--split", "test",
+            "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "x.json"), "--no-progress"]
+    assert cli_main(argv) == 2
+    assert "k-NN needs at least two classes, but the training split" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_corrupt_image_is_named(tiny_model, tmp_path, capsys, streaming):
+    root = write_colour_folder(tmp_path / "colours", {"train": 3, "validation": 1})
+    broken = root / "train" / "green" / "1.png"
+    broken.write_bytes(broken.read_bytes()[:60])  # a truncated file: the header reads, the pixels do not
+    extra = ["--streaming"] if streaming else []
+    assert cli_main(knn_args(tiny_model, root, tmp_path / "cache", tmp_path / "x.json", *extra)) == 2
+    err = capsys.readouterr().err
+    assert f"({broken}) is not a readable image" in err and "row " in err, err

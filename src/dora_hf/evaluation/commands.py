@@ -8,6 +8,7 @@ writes a results JSON (`results.py`) that can be added to a model card's results
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -96,15 +97,24 @@ def run_knn(args: argparse.Namespace) -> dict:
         raise DoraUserError("--k values must be >= 1 and --temperature > 0")
     backbone = _backbone(args)
     train, test, train_split, test_split = _train_test_features(backbone, args, n_last_blocks=1)
+    _check_two_classes("k-NN", train, train_split)
     num_classes = len(train.class_names)
-    votes = knn_votes(train.features, train.labels, test.features, num_classes, tuple(args.k), args.temperature)
+    k_used = neighbour_counts(args.k, len(train))
+    for k, requested in k_used.items():
+        if requested != [k]:
+            print(
+                f"k-NN: the training split has {len(train)} images, so k={', '.join(map(str, requested))} "
+                f"{'use' if len(requested) > 1 else 'uses'} k={k} neighbours; results are reported as k={k}",
+                file=sys.stderr,
+            )
+    votes = knn_votes(train.features, train.labels, test.features, num_classes, tuple(k_used), args.temperature)
     accuracy = load_metric(TOPK_ACCURACY)
     per_k, metrics = {}, []
-    for k in args.k:
+    for k, requested in k_used.items():
         scores = accuracy.compute(
             predictions=ranked_classes(votes[k]).tolist(), references=test.labels.tolist(), top_k=[1, 5]
         )
-        per_k[str(k)] = {**scores, "neighbours": min(k, len(train))}
+        per_k[str(k)] = {**scores, "neighbours": k, "requested_k": requested}
         args_k = {"k": k, "temperature": args.temperature}
         metrics.append({"type": "accuracy", "name": f"k-NN top-1 (k={k})", "value": scores["top1"], "args": args_k})
     return make_results(
@@ -115,9 +125,30 @@ def run_knn(args: argparse.Namespace) -> dict:
         model_revision=backbone.revision,
         dataset=_dataset_record(args, train_split, test_split, len(train), len(test), num_classes),
         metrics=metrics,
-        settings={"k": args.k, "temperature": args.temperature, "feature": "final-LayerNorm [CLS], L2-normalised"},
+        settings={
+            "k": list(k_used), "requested_k": args.k, "temperature": args.temperature,
+            "feature": "final-LayerNorm [CLS], L2-normalised",
+        },
         details={"per_k": per_k},
     )
+
+
+def neighbour_counts(requested: list[int], num_train: int) -> dict[int, list[int]]:
+    """The k each requested k runs with (at most the training set's size), in order, with the
+    requested values it stands for: `--k 20 200` on 12 images is one result, k=12."""
+    used: dict[int, list[int]] = {}
+    for k in requested:
+        used.setdefault(min(k, num_train), []).append(k)
+    return used
+
+
+def _check_two_classes(task: str, train: FeatureSet, split: ImageSplit) -> None:
+    """One class makes every prediction right: refuse rather than report 100%."""
+    present = sorted({train.class_names[i] for i in train.labels.tolist()})
+    if len(present) < 2:
+        raise DoraUserError(
+            f"{task} needs at least two classes, but the training split {split.describe()} has one: {present[0]!r}"
+        )
 
 
 def run_linear(args: argparse.Namespace) -> dict:
@@ -125,6 +156,7 @@ def run_linear(args: argparse.Namespace) -> dict:
         raise DoraUserError("--n-last-blocks and --epochs must be >= 1")
     backbone = _backbone(args)
     train, test, train_split, test_split = _train_test_features(backbone, args, n_last_blocks=args.n_last_blocks)
+    _check_two_classes("a linear probe", train, train_split)
     num_classes = len(train.class_names)
     settings = LinearProbeSettings(
         epochs=args.epochs, batch_size=args.train_batch_size, learning_rate=args.lr,

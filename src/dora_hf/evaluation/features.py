@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
+import PIL.Image
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -82,14 +84,16 @@ def extract_features(
     """Features of every row of ``split``, in dataset order, with a progress bar."""
     chunks: list[torch.Tensor] = []
     raw_labels: list = []
+    # Undecoded, so that an image that cannot be read is named (`datasets` would raise PIL's error alone).
     rows = split.rows.select_columns([split.image_column, split.label_column])
+    if rows.features is not None:  # streaming splits may not know their features
+        rows = rows.cast_column(split.image_column, datasets.Image(decode=False))
     bar = tqdm(total=split.num_rows, unit="img", desc=f"features {split.describe()}", disable=not progress)
     try:
         for batch in rows.iter(batch_size=batch_size):
-            images = batch[split.image_column]
-            if any(image is None or not hasattr(image, "convert") for image in images):
-                raise DoraUserError(f"{split.describe()}: column {split.image_column!r} holds values that are not images")
-            pixels = backbone.processor(images=[image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
+            first_row = len(raw_labels)
+            images = [decode_image(value, first_row + i, split) for i, value in enumerate(batch[split.image_column])]
+            pixels = backbone.processor(images=images, return_tensors="pt")["pixel_values"]
             chunks.append(image_features(backbone, pixels, n_last_blocks).float().cpu())
             raw_labels += batch[split.label_column]
             bar.update(len(images))
@@ -99,6 +103,19 @@ def extract_features(
         raise DoraUserError(f"{split.describe()}: the split is empty")
     labels, class_names = _encode_labels(raw_labels, split)
     return FeatureSet(torch.cat(chunks), labels, class_names)
+
+
+def decode_image(value: dict | PIL.Image.Image | None, row: int, split: ImageSplit) -> PIL.Image.Image:
+    """One stored image as RGB; one that cannot be read is an error naming its row and file."""
+    is_stored = isinstance(value, dict) and (value.get("bytes") is not None or value.get("path") is not None)
+    if not is_stored and not isinstance(value, PIL.Image.Image):
+        raise DoraUserError(f"{split.describe()}: column {split.image_column!r} holds values that are not images (row {row})")
+    try:
+        image = value if isinstance(value, PIL.Image.Image) else datasets.Image().decode_example(value)
+        return image.convert("RGB")  # PIL reads the pixels only now: a truncated file fails here
+    except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for unreadable files (SyntaxError: broken PNG)
+        where = f" ({value['path']})" if isinstance(value, dict) and value.get("path") else ""
+        raise DoraUserError(f"{split.describe()}: row {row}{where} is not a readable image: {err}") from err
 
 
 def load_or_extract_features(

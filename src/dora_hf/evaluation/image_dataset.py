@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 import datasets
 from datasets.exceptions import DatasetsError
@@ -81,6 +82,13 @@ def open_image_split(
     features = rows.features
     if features is not None:
         missing = [c for c in (image_column, label_column) if c not in features]
+        classes = class_folders(builder) if missing == [label_column] == ["label"] else None
+        if classes is not None and len(classes) < 2:
+            raise DoraUserError(
+                f"dataset {dataset} [{split}]: k-NN and linear evaluation need at least two classes, but all images "
+                f"are in one class folder ({', '.join(sorted(classes)) or 'none'}), so imagefolder gives them no "
+                f"{label_column!r} column; put each class's images in a sub-folder of its own"
+            )
         if missing:
             raise DoraUserError(
                 f"dataset {dataset} [{split}]: no column {' or '.join(repr(c) for c in missing)}; "
@@ -116,6 +124,17 @@ def available_splits(builder: datasets.DatasetBuilder) -> list[str]:
     if data_files:
         return [str(name) for name in data_files]
     return [str(name) for name in builder.info.splits or []]
+
+
+def class_folders(builder: datasets.DatasetBuilder) -> set[str] | None:
+    """The class folder names of a folder-based dataset (imagefolder), over all splits; None for
+    other builders. `datasets` labels such a dataset only when it finds two or more of them."""
+    if not hasattr(builder.config, "drop_labels"):
+        return None
+    data_files = builder.config.data_files or {}
+    files = [PurePosixPath(str(f).replace("\\", "/")) for split_files in data_files.values() for f in split_files]
+    extensions = {e.lower() for e in getattr(builder, "EXTENSIONS", [])}
+    return {f.parent.name for f in files if not extensions or f.suffix.lower() in extensions}
 
 
 def default_eval_split(splits: Iterable[str]) -> str | None:
