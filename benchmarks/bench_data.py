@@ -31,12 +31,22 @@ without views, which the data issue asks to be at least 10x.
 
     .venv/bin/python benchmarks/bench_data.py            # about 3 min on 2 cores
     .venv/bin/python benchmarks/bench_data.py --quick    # about 1 min, smaller test video
+
+``--paper-scale`` measures instead the reference recipe's own loader (T=8, step 60, batch 16, rank
+0 of 8 processes, views on this process's device) over a long prepared video (1 h of 60 fps
+frames by default, written directly in the prepared format from real street frames), in both
+data modes, random access and streaming: clips/s wall, per worker and per CPU second (the
+process and its DataLoader workers), without and with the views, and the batch diversity: the
+spread (standard deviation) of clip start times within a batch against that of a uniform draw.
+
+    .venv/bin/python benchmarks/bench_data.py --paper-scale   # about 10 min on 2 cores, 2.5 GB of temp disk
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import io
 import json
 import os
 import platform
@@ -66,6 +76,8 @@ from dora_hf.data.views import ClipViews
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO_ROOT / ".cache"
 FRAMES_PER_CLIP = 8
+
+DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "bench_data.json"
 
 WT_SOURCE = {"width": 3840, "height": 2160, "fps": 60.0, "clip_step": 60, "mean_minutes": 98.0}
 """A Walking Tours video (DORA_SPEC §1: 4K, 60 fps, mean length 1 h 38 min), for extrapolations."""
@@ -428,6 +440,172 @@ def run_case(case: Case, work: Path, args: argparse.Namespace, views: ClipViews)
     }
 
 
+# ---- the paper's loader at scale ---------------------------------------------------------------
+
+
+def write_long_dataset(folder: Path, sample: Path, *, hours: float, fps: int = 60, keep_every: int = 10) -> dict[str, Any]:
+    """A prepared dataset of one ``hours``-long 60 fps video, written directly in the prepared format.
+
+    Frames are real street frames (the sample video's, resized to the prepared 683x384 and stored
+    as JPEG at the default quality), cycled: decoding cost per clip is that of real data, while the
+    index (frame numbers, shards, row groups) is that of a long Walking Tours video.
+    """
+    from PIL import Image as PILImage
+
+    from dora_hf.data.prepare import ShardWriter
+
+    distinct: list[bytes] = []
+    with av.open(str(sample)) as container:
+        for frame in islice(container.decode(video=0), 0, 250, 4):
+            image = frame.to_image().resize((683, 384), PILImage.Resampling.BOX)
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=90)
+            distinct.append(buffer.getvalue())
+    source_frames = int(hours * 3600 * fps)
+    kept = (source_frames + keep_every - 1) // keep_every
+    started = time.perf_counter()
+    writer = ShardWriter(folder / "data", 2000)
+    for row in range(kept):
+        writer.add({
+            "image": {"bytes": distinct[row % len(distinct)], "path": None},
+            "video_id": "long",
+            "frame_index": row * keep_every,
+            "timestamp": row * keep_every / fps,
+            "source_fps": float(fps),
+            "keep_every": keep_every,
+            "width": 683,
+            "height": 384,
+        })
+    shards = writer.finish()
+    info = {
+        "format_version": 1,
+        "videos": [{"video_id": "long", "fps": float(fps), "keep_every": keep_every, "decoded_frames": source_frames,
+                    "kept_frames": kept, "first_row": 0}],
+        "shards": [asdict(shard) for shard in shards],
+    }
+    (folder / "prepare_info.json").write_text(json.dumps(info))
+    return {"hours": hours, "source_frames": source_frames, "kept_frames": kept, "shards": len(shards),
+            "bytes": sum(shard.size_bytes for shard in shards), "write_s": time.perf_counter() - started,
+            "mean_jpeg_bytes": sum(map(len, distinct)) / len(distinct)}
+
+
+def _tree_cpu_seconds() -> float:
+    """CPU seconds of this process and of its live children (the DataLoader workers)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
+def bench_paper_loader(folder: Path, *, streaming: bool, workers: int, batches: int, world_size: int, seed: int) -> dict[str, Any]:
+    """The reference recipe's loader (T=8, step 60, batch 16) as rank 0 of ``world_size``, timed
+    for ``batches`` batches without and then with ClipViews on this process's device."""
+    from dora_hf.training.loop import build_clip_loader, endless_batches
+    from dora_hf.training.recipe import load_recipe
+
+    recipe = load_recipe(
+        REPO_ROOT / "training_scripts" / "configs" / "vits16_wt_venice.yaml",
+        {"dataset": str(folder), "streaming": streaming, "num_workers": workers, "seed": seed,
+         "dataset_cache_dir": str(folder.parent / "datasets-cache")},
+    )
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    views = ClipViews()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    started = time.perf_counter()
+    reader, loader, plan = build_clip_loader(recipe, 0, world_size, device)
+    batch_iter = endless_batches(loader, reader)
+    first = next(batch_iter)
+    open_s = time.perf_counter() - started
+    fps = 60.0
+    spreads: list[float] = []
+    phases: dict[str, dict[str, float]] = {}
+    for phase in ("loader", "loader+views"):
+        wall, cpu = time.perf_counter(), _tree_cpu_seconds()
+        for _ in range(batches):
+            batch = next(batch_iter)
+            reader.mark_consumed(batch)
+            spreads.append(float((batch["start_frame"].double() / fps).std(unbiased=False)))
+            if phase == "loader+views":
+                views(batch["frames"].to(device, non_blocking=True), generator)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        wall, cpu = time.perf_counter() - wall, _tree_cpu_seconds() - cpu
+        clips = batches * recipe.batch_size_per_device
+        phases[phase] = {"clips": clips, "wall_s": wall, "cpu_s": cpu, "clips_per_s": clips / wall,
+                         "clips_per_s_per_worker": clips / wall / max(1, workers), "clips_per_cpu_s": clips / cpu}
+    del first, batch_iter, loader
+    info = json.loads((folder / "prepare_info.json").read_text())["videos"][0]
+    span_s = (recipe.frames_per_clip - 1) * recipe.clip_step / fps
+    starts_range_s = info["decoded_frames"] / fps - span_s
+    batch = recipe.batch_size_per_device
+    # A uniform draw of `batch` starts over the video: E[population std] = range/sqrt(12) * sqrt((B-1)/B).
+    uniform = starts_range_s / (12 ** 0.5) * ((batch - 1) / batch) ** 0.5
+    return {
+        "mode": plan.mode,
+        "streaming": streaming,
+        "workers": workers,
+        "rank": f"0 of {world_size}",
+        "clips_per_epoch": plan.clips_per_epoch,
+        "open_and_first_batch_s": open_s,
+        "phases": phases,
+        "batch_spread_s": {"mean": float(np.mean(spreads)), "median": float(np.median(spreads)),
+                           "uniform_expected": uniform, "ratio_to_uniform": float(np.mean(spreads)) / uniform},
+    }
+
+
+def run_paper_scale(args: argparse.Namespace) -> int:
+    """``--paper-scale``: both data modes on a long prepared video, as the reference recipe reads it."""
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    sample = get_sample_video(CACHE_DIR / "sample_videos")
+    with tempfile.TemporaryDirectory(prefix="bench-data-scale-", dir=args.work_dir) as work:
+        folder = Path(work) / "long"
+        dataset = write_long_dataset(folder, sample, hours=args.hours)
+        print(f"dataset: {dataset}", flush=True)
+        modes = []
+        # Alternating runs, so that a change in the machine's load shows as a spread between the
+        # repeats of one mode rather than as a difference between modes.
+        for repeat in range(args.repeats):
+            for streaming in (False, True):
+                result = bench_paper_loader(folder, streaming=streaming, workers=args.workers, batches=args.batches,
+                                            world_size=args.world_size, seed=args.seed)
+                result["repeat"] = repeat
+                print(json.dumps(result, indent=1), flush=True)
+                modes.append(result)
+    load_after = os.getloadavg()
+    print(f"\nreference recipe loader, rank 0 of {args.world_size}, {args.workers} workers, batch 16, T=8, step 60 "
+          f"({args.hours:g} h video at 60 fps)")
+    head = f"{'mode':<14} {'run':>3} {'open s':>7} {'clips/s':>8} {'/worker':>8} {'/core':>7} {'+views/s':>9} {'/core':>7} {'spread/uniform':>15}"
+    print(head)
+    print("-" * len(head))
+    for m in modes:
+        lo, lv = m["phases"]["loader"], m["phases"]["loader+views"]
+        print(f"{'streaming' if m['streaming'] else 'random access':<14} {m['repeat']:>3} {m['open_and_first_batch_s']:>7.1f} "
+              f"{lo['clips_per_s']:>8.1f} {lo['clips_per_s_per_worker']:>8.1f} {lo['clips_per_cpu_s']:>7.1f} "
+              f"{lv['clips_per_s']:>9.1f} {lv['clips_per_cpu_s']:>7.1f} {m['batch_spread_s']['ratio_to_uniform']:>15.3f}")
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([sys.executable, *sys.argv]),
+        "machine": machine_info(),
+        "load_average": {"before": load_before, "after": load_after},
+        "elapsed_s": time.perf_counter() - started,
+        "dataset": dataset,
+        "modes": modes,
+    }
+    print(f"load average before {load_before}, after {load_after}")
+    path = args.json if args.json != DEFAULT_JSON else REPO_ROOT / "benchmarks" / "results" / "bench_data_paper_scale.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=16, help="clips timed per reference-style run (default 16)")
@@ -438,8 +616,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="8 / 32 clips and a 1280x544 large long-GOP video")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", type=Path, default=None, help="where prepared shards go (default: a temp dir)")
-    parser.add_argument("--json", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "bench_data.json")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    parser.add_argument("--paper-scale", action="store_true",
+                        help="instead: the reference recipe's loader in both data modes over a long prepared video")
+    parser.add_argument("--hours", type=float, default=1.0, help="--paper-scale: length of the video (default 1 h)")
+    parser.add_argument("--workers", type=int, default=2, help="--paper-scale: DataLoader workers (default 2)")
+    parser.add_argument("--batches", type=int, default=24, help="--paper-scale: batches timed per phase (default 24)")
+    parser.add_argument("--world-size", type=int, default=8, help="--paper-scale: processes; rank 0 is timed (default 8)")
+    parser.add_argument("--repeats", type=int, default=2, help="--paper-scale: alternating runs of each mode (default 2)")
     args = parser.parse_args(argv)
+    if args.paper_scale:
+        return run_paper_scale(args)
     if args.quick:
         args.clips, args.stream_clips, args.long_size = 8, 32, "1280x544"
     sizes = [tuple(int(v) for v in text.lower().split("x")) for text in (args.small_size, args.long_size)]

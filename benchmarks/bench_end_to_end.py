@@ -1,7 +1,8 @@
-"""End-to-end training benchmark: prepared shards -> ClipStream -> DataLoader -> views + step.
+"""End-to-end training benchmark: prepared shards -> clip reader -> DataLoader -> views + step.
 
-The pieces are those of :func:`dora_hf.training.loop.pretrain` (same recipe keys, same
-``ClipStream``/``DataLoader`` settings, the same ``DoraTrainingStep``), minus checkpoints,
+The pieces are those of :func:`dora_hf.training.loop.pretrain` (same recipe keys, the same clip
+reader and ``DataLoader`` settings - random access by default, ``--streaming`` for the streaming
+reader - and the same ``DoraTrainingStep``), minus checkpoints,
 logging and export, so that the time a step spends blocked in ``next(dataloader)`` can be
 measured apart from the time of the step itself (views, teacher, tracking, student, loss,
 backward, optimiser, EMA).
@@ -53,7 +54,6 @@ from bench_step import (  # noqa: E402  (the benchmarks folder is not a package)
     synchronize,
 )
 
-from dora_hf.data.clips import ClipStream  # noqa: E402
 from dora_hf.data.dataset_info import count_clips, read_prepare_info  # noqa: E402
 from dora_hf.data.prepare import PrepareOptions, prepare_dataset  # noqa: E402
 from dora_hf.data.sample_video import get_sample_video  # noqa: E402
@@ -128,14 +128,16 @@ def make_recipe(args: argparse.Namespace, dataset: str, output_dir: Path) -> Pre
     }
     if args.shuffle_buffer is not None:
         overrides["shuffle_buffer"] = args.shuffle_buffer
+    if args.streaming:
+        overrides["streaming"] = True
     if args.tiny:
         overrides["model"] = {**load_recipe(REFERENCE_RECIPE).model, **TINY_MODEL}
         overrides["views"] = dict(TINY_VIEWS)
     return load_recipe(REFERENCE_RECIPE, overrides)
 
 
-def build_loader(recipe: PretrainRecipe, device: torch.device) -> tuple[ClipStream, torch.utils.data.DataLoader]:
-    """The stream and loader exactly as ``pretrain`` builds them (one process)."""
+def build_loader(recipe: PretrainRecipe, device: torch.device):
+    """The clip reader, loader and epoch plan exactly as ``pretrain`` builds them (one process)."""
     return build_clip_loader(recipe, 0, 1, device)
 
 
@@ -226,9 +228,10 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
             "steps": args.steps,
             "torch_threads": torch.get_num_threads(),
         }
-        info = read_prepare_info(recipe.dataset, recipe.dataset_revision)
-        clips_per_epoch = count_clips(info, recipe.frames_per_clip, recipe.clip_step)
+        stream, loader, plan = build_loader(recipe, device)
+        clips_per_epoch = plan.clips_per_epoch
         result["data"]["clips_per_epoch"] = clips_per_epoch
+        result["data"]["mode"] = plan.mode
         result["data"]["batches_per_epoch"] = clips_per_epoch // args.batch
         if clips_per_epoch // args.batch < timed_batches:
             print(
@@ -239,7 +242,6 @@ def run(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
         accelerator = make_accelerator(recipe, cpu=device.type == "cpu")
         pieces = Pieces(recipe, accelerator, seed=recipe.seed)
         step_fn = pieces.batched_step(compile_backbone=args.compile)
-        stream, loader = build_loader(recipe, device)
         batches = endless_batches(loader, stream)
 
         config = build_model_config(recipe)
@@ -327,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "--num-workers", type=int, default=None, help="DataLoader workers (default: the recipe's 8; tiny 1)"
     )
     parser.add_argument("--shuffle-buffer", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--streaming", action="store_true", help="the streaming reader instead of random access")
     parser.add_argument(
         "--precision", choices=("bf16", "fp16", "fp32"), default=None, help="default bf16 on CUDA, fp32 on CPU"
     )

@@ -12,9 +12,11 @@ import logging
 from collections import Counter
 from itertools import islice
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image as PILImage
@@ -22,6 +24,7 @@ from PIL import Image as PILImage
 from conftest import read_frame_index
 from dora_hf.data.clips import ClipStream, collate_clips
 from dora_hf.data.prepare import FRAME_FEATURES
+from dora_hf.data.shard_source import RowGroup, RowGroupReader
 from dora_hf.errors import DoraUserError
 
 GREEN = {"a": 40, "b": 200, "c": 120}
@@ -32,38 +35,86 @@ T, STEP = 4, 60  # 4 frames, 60 source frames apart = 6 kept rows apart; one cli
 
 def jpeg(row: int, video: str, size: tuple[int, int] = (32, 24)) -> bytes:
     pixels = np.zeros((size[1], size[0], 3), np.uint8)
-    pixels[..., 0] = 4 * row
+    pixels[..., 0] = (4 * row) % 256
     pixels[..., 1] = GREEN[video]
     out = io.BytesIO()
     PILImage.fromarray(pixels).save(out, format="JPEG", quality=95)
     return out.getvalue()
 
 
-def make_rows(videos: dict[str, int], keep_every: int = KEEP_EVERY, fps: float = 60.0) -> list[dict]:
+def make_rows(
+    videos: dict[str, int], keep_every: int = KEEP_EVERY, fps: float = 60.0, size: tuple[int, int] = (32, 24)
+) -> list[dict]:
     return [
         {
-            "image": {"bytes": jpeg(r, v), "path": None},
+            "image": {"bytes": jpeg(r, v, size), "path": None},
             "video_id": v,
             "frame_index": r * keep_every,
             "timestamp": r * keep_every / fps,
             "source_fps": fps,
             "keep_every": keep_every,
-            "width": 32,
-            "height": 24,
+            "width": size[0],
+            "height": size[1],
         }
         for v, n in videos.items()
         for r in range(n)
     ]
 
 
-def write_dataset(folder: Path, rows: list[dict], num_shards: int) -> Path:
-    """Shards in the prepared format, split by row count (so videos straddle shard boundaries)."""
+def write_dataset(folder: Path, rows: list[dict], num_shards: int, rows_per_group: int | None = None) -> Path:
+    """Shards in the prepared format, split by row count (so videos straddle shard boundaries).
+
+    ``rows_per_group`` sets the parquet row-group size (one row group per shard by default here).
+    """
     (folder / "data").mkdir(parents=True)
     for i, part in enumerate(np.array_split(np.arange(len(rows)), num_shards)):
         columns = {k: [rows[j][k] for j in part] for k in FRAME_FEATURES}
         path = folder / "data" / f"train-{i:05d}-of-{num_shards:05d}.parquet"
-        datasets.Dataset.from_dict(columns, features=FRAME_FEATURES).to_parquet(str(path))
+        datasets.Dataset.from_dict(columns, features=FRAME_FEATURES).to_parquet(str(path), batch_size=rows_per_group)
     return folder
+
+
+def row_groups(folder: Path) -> list[tuple[int, int]]:
+    """``(first row, stop row)`` of every row group, rows numbered over all shards, from the parquet footers."""
+    spans, first = [], 0
+    for path in sorted((folder / "data").glob("*.parquet")):
+        meta = pq.read_metadata(path)
+        for g in range(meta.num_row_groups):
+            spans.append((first, first + meta.row_group(g).num_rows))
+            first += meta.row_group(g).num_rows
+    return spans
+
+
+def clip_rows(videos: dict[str, int], clip: tuple[str, tuple[int, ...]], keep_every: int = KEEP_EVERY) -> list[int]:
+    """Dataset rows of a clip's frames: videos are stored one after another, one row per kept frame."""
+    offset = dict(zip(videos, np.cumsum([0, *videos.values()]).tolist()))
+    return [offset[clip[0]] + f // keep_every for f in clip[1]]
+
+
+class ReadLog:
+    """Records the (shard, row group) of every row-group read, in this process."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reads: list[tuple[int, int]] = []
+        real = RowGroupReader._read
+
+        def read(reader: RowGroupReader, group: RowGroup, rows: int) -> list[bytes | None]:
+            self.reads.append((group.shard, group.index))
+            return real(reader, group, rows)
+
+        monkeypatch.setattr(RowGroupReader, "_read", read)
+
+    def take(self) -> list[tuple[int, int]]:
+        reads, self.reads = self.reads, []
+        return reads
+
+
+def as_worker(s: ClipStream, worker: int, workers: int, monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """What DataLoader worker ``worker`` of ``workers`` yields, iterated here (get_worker_info stood in for)."""
+    info = SimpleNamespace(id=worker, num_workers=workers, seed=0, dataset=s)
+    with monkeypatch.context() as m:
+        m.setattr(torch.utils.data, "get_worker_info", lambda: info)
+        return list(s)
 
 
 def expected_clips(
@@ -186,17 +237,19 @@ def test_shuffled_epoch_holds_every_clip_once_and_is_not_in_time_order(four_shar
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_ranks_split_the_epoch_disjointly(four_shards: Path, world_size: int) -> None:
+def test_ranks_split_the_epoch_disjointly_and_equally(four_shards: Path, world_size: int) -> None:
     per_rank = [[key(s) for s in stream(four_shards, rank=r, world_size=world_size)] for r in range(world_size)]
     everything = [clip for clips in per_rank for clip in clips]
-    assert Counter(everything) == Counter(expected_clips(VIDEOS))  # union is all, none twice
-    assert all(per_rank)
+    expected = expected_clips(VIDEOS)  # 69 clips: 1 (2 ranks) or 0 (3 ranks) left out of the epoch
+    assert [len(clips) for clips in per_rank] == [len(expected) // world_size] * world_size
+    assert len(set(everything)) == len(everything) and set(everything) <= set(expected)
+    assert len(set(expected) - set(everything)) == len(expected) % world_size
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 @pytest.mark.parametrize("num_workers", [2, 5])
 def test_dataloader_workers_split_the_epoch_disjointly(four_shards: Path, num_workers: int) -> None:
-    # 5 workers for 4 shards: one worker has nothing to read and ends at once.
+    # 5 workers for 4 row groups (one per shard): readers share a row group, each taking its own clips.
     loader = torch.utils.data.DataLoader(
         stream(four_shards), batch_size=5, num_workers=num_workers, collate_fn=collate_clips
     )
@@ -205,13 +258,100 @@ def test_dataloader_workers_split_the_epoch_disjointly(four_shards: Path, num_wo
 
 
 def test_two_ranks_with_two_workers_each(four_shards: Path) -> None:
-    got = []
+    per_rank = []
     for rank in range(2):
         loader = torch.utils.data.DataLoader(
             stream(four_shards, rank=rank, world_size=2), batch_size=4, num_workers=2, collate_fn=collate_clips
         )
-        got += [(v, tuple(f)) for b in loader for v, f in zip(b["video_id"], b["frame_indices"].tolist())]
-    assert Counter(got) == Counter(expected_clips(VIDEOS))
+        per_rank.append([(v, tuple(f)) for b in loader for v, f in zip(b["video_id"], b["frame_indices"].tolist())])
+    expected = expected_clips(VIDEOS)
+    assert [len(clips) for clips in per_rank] == [len(expected) // 2] * 2
+    everything = per_rank[0] + per_rank[1]
+    assert len(set(everything)) == len(everything) == len(expected) - 1 and set(everything) <= set(expected)
+
+
+# ---- spreading row groups over many readers ---------------------------------------------------------
+
+# 19 shards of 20-21 rows in row groups of 5 rows (78 row groups), tiny frames: 8 ranks x 8 workers
+# = 64 readers. 134 + 112 + 82 = 328 clips, a multiple of 8, so no clip waits for another epoch.
+MANY = {"a": 152, "b": 130, "c": 100}
+
+
+@pytest.fixture(scope="module")
+def nineteen_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rows = make_rows(MANY, size=(8, 8))
+    return write_dataset(tmp_path_factory.mktemp("wt19") / "prepared", rows, 19, rows_per_group=5)
+
+
+def test_eight_ranks_of_eight_workers_over_nineteen_shards(
+    nineteen_shards: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    groups = row_groups(nineteen_shards)
+    assert len(groups) == 78 and len(list((nineteen_shards / "data").glob("*.parquet"))) == 19
+    expected = expected_clips(MANY)
+    assert len(expected) == 328
+    log = ReadLog(monkeypatch)
+    readers: dict[tuple[int, int], list] = {}
+    reads: dict[tuple[int, int], list] = {}
+    with caplog.at_level(logging.WARNING, logger="dora_hf.data.clips"):
+        for rank in range(8):
+            s = stream(nineteen_shards, rank=rank, world_size=8, seed=11)
+            for worker in range(8):
+                readers[rank, worker] = [key(c) for c in as_worker(s, worker, 8, monkeypatch)]
+                reads[rank, worker] = log.take()
+    assert not caplog.records  # no worker without clips, no shared row groups
+
+    assert all(readers.values())  # every worker has clips
+    per_rank = [sum(len(readers[rank, w]) for w in range(8)) for rank in range(8)]
+    assert per_rank == [328 // 8] * 8
+    everything = [clip for clips in readers.values() for clip in clips]
+    assert Counter(everything) == Counter(expected)  # each clip once, none missing
+
+    # Each reader fetched only row groups holding frames of its own clips (its units and the rows
+    # after them), a small part of the dataset, not every shard.
+    shard_groups = [(shard, g) for shard, path in enumerate(sorted((nineteen_shards / "data").glob("*.parquet")))
+                    for g in range(pq.read_metadata(path).num_row_groups)]
+    for reader, clips in readers.items():
+        rows = {r for clip in clips for r in clip_rows(MANY, clip)}
+        holding = {shard_groups[i] for i, (lo, hi) in enumerate(groups) if any(lo <= r < hi for r in rows)}
+        assert set(reads[reader]) <= holding, reader
+        assert len(set(reads[reader])) < len(groups) / 4, reader
+
+
+def test_one_shard_feeds_two_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One shard of 5 row groups (21 rows each), as prepare-data writes for a short video.
+    folder = write_dataset(tmp_path / "d", make_rows(VIDEOS), 1, rows_per_group=21)
+    assert len(row_groups(folder)) == 5
+    expected = expected_clips(VIDEOS)
+    per_rank = [[key(s) for s in stream(folder, rank=rank, world_size=2)] for rank in range(2)]
+    assert [len(clips) for clips in per_rank] == [len(expected) // 2] * 2
+    assert not set(per_rank[0]) & set(per_rank[1]) and set(per_rank[0] + per_rank[1]) <= set(expected)
+    # Two workers each: four readers on five row groups, all busy, the same clips per rank.
+    per_worker = {(r, w): [key(s) for s in as_worker(stream(folder, rank=r, world_size=2), w, 2, monkeypatch)]
+                  for r in range(2) for w in range(2)}
+    assert all(per_worker.values())
+    assert [len(per_worker[r, 0]) + len(per_worker[r, 1]) for r in range(2)] == [len(expected) // 2] * 2
+    assert sorted(sum(per_worker.values(), [])) == sorted(per_rank[0] + per_rank[1])
+
+
+def test_fewer_row_groups_than_readers_still_splits_but_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = write_dataset(tmp_path / "d", make_rows(VIDEOS), 1)  # one shard of one row group
+    assert len(row_groups(folder)) == 1
+    with caplog.at_level(logging.WARNING, logger="dora_hf.data.clips"):
+        per_rank = [[key(s) for s in stream(folder, rank=rank, world_size=2)] for rank in range(2)]
+    expected = expected_clips(VIDEOS)
+    assert [len(clips) for clips in per_rank] == [len(expected) // 2] * 2
+    assert not set(per_rank[0]) & set(per_rank[1]) and set(per_rank[0] + per_rank[1]) <= set(expected)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "1 row group(s) for 2 process(es) x 1 data-loader worker(s) = 2 readers" in warning
+
+
+def test_more_processes_than_clips_is_refused(four_shards: Path) -> None:
+    with pytest.raises(DoraUserError, match=r"holds 69 clip\(s\) of 4 frames .* fewer than world_size=70"):
+        stream(four_shards, rank=0, world_size=70)
+    assert len(list(stream(four_shards, rank=68, world_size=69))) == 1
 
 
 # ---- order: deterministic per seed and epoch -----------------------------------------------------
@@ -301,12 +441,68 @@ def test_resume_with_dataloader_workers_continues_the_batch_sequence(four_shards
         next(iter(at_zero_workers))
 
 
+def test_resume_mid_epoch_rereads_only_what_is_still_due(
+    nineteen_shards: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = ReadLog(monkeypatch)
+    uninterrupted = [key(s) for s in stream(nineteen_shards, rank=1, world_size=2, seed=3, shuffle_buffer=12)]
+    all_reads = log.take()
+
+    interrupted = stream(nineteen_shards, rank=1, world_size=2, seed=3, shuffle_buffer=12)
+    it = iter(interrupted)
+    head = [key(next(it)) for _ in range(100)]
+    state = json.loads(json.dumps(interrupted.state_dict()))
+    assert state["positions"] == [100] and state["format"] == "dora_hf.ClipStream/2"
+    log.take()
+
+    resumed = stream(nineteen_shards, rank=1, world_size=2, seed=3, shuffle_buffer=12)
+    resumed.load_state_dict(state)
+    tail = [key(s) for s in resumed]
+    assert head + tail == uninterrupted and len(uninterrupted) == 328 // 2
+    # Units whose clips had all been handed out are not read again; what is read was read before.
+    resume_reads = log.take()
+    assert set(resume_reads) <= set(all_reads) and len(resume_reads) < len(all_reads) / 2
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_resume_with_three_workers_on_many_row_groups(nineteen_shards: Path) -> None:
+    def loader(s: ClipStream) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(s, batch_size=4, num_workers=3, collate_fn=collate_clips)
+
+    def keys(batch: dict) -> list:
+        return list(zip(batch["video_id"], batch["start_frame"].tolist()))
+
+    def opened() -> ClipStream:
+        s = stream(nineteen_shards, rank=0, world_size=2, seed=9, shuffle_buffer=8)
+        s.set_epoch(1)
+        return s
+
+    uninterrupted = [keys(b) for b in loader(opened())]
+    assert sum(map(len, uninterrupted)) == 328 // 2
+
+    first = opened()
+    head = []
+    for batch in loader(first):
+        head.append(keys(batch))
+        first.mark_consumed(batch)
+        if len(head) == 13:  # mid-epoch, the three workers at different points of their units
+            break
+    state = json.loads(json.dumps(first.state_dict()))
+    assert state["num_workers"] == 3 and sum(state["positions"]) == 52 and state["epoch"] == 1
+
+    resumed = stream(nineteen_shards, rank=0, world_size=2, seed=9, shuffle_buffer=8)
+    resumed.load_state_dict(state)
+    assert head + [keys(b) for b in loader(resumed)] == uninterrupted
+
+
 def test_resume_refuses_a_changed_setup(four_shards: Path) -> None:
     state = stream(four_shards, seed=1).state_dict()
     with pytest.raises(DoraUserError, match="seed"):
         stream(four_shards, seed=2).load_state_dict(state)
     with pytest.raises(DoraUserError, match="world_size"):
         stream(four_shards, seed=1, rank=1, world_size=2).load_state_dict(state)
+    with pytest.raises(DoraUserError, match="not a clip reader state"):  # saved before clips were spread by row group
+        stream(four_shards, seed=1).load_state_dict({**state, "format": "dora_hf.ClipStream/1"})
 
 
 # ---- batching ---------------------------------------------------------------------------------
@@ -334,9 +530,9 @@ def test_hub_repo_ids_go_through_datasets_resolution(four_shards: Path, monkeypa
     asked = []
     real = shard_source.datasets.load_dataset_builder
 
-    def fake_builder(path: str, revision: str | None = None):
+    def fake_builder(path: str, revision: str | None = None, **kwargs):
         asked.append((path, revision))
-        return real(str(four_shards) if path == "someone/wt-tiny" else path)
+        return real(str(four_shards) if path == "someone/wt-tiny" else path, **kwargs)
 
     def fake_download(repo: str, **kwargs) -> str:
         asked.append((repo, kwargs))
@@ -375,6 +571,19 @@ def test_corrupt_shard_is_named(tmp_path: Path, bad: int) -> None:
         list(stream(folder, shuffle=False))
 
 
+def test_corrupt_row_group_is_named(tmp_path: Path) -> None:
+    # The footer is intact (the shard opens), the image pages of one row group are not.
+    folder = write_dataset(tmp_path / "d", make_rows(VIDEOS), 2, rows_per_group=20)
+    shard = sorted((folder / "data").glob("*.parquet"))[1]
+    chunk = pq.read_metadata(shard).row_group(1).column(0)  # image.bytes
+    data = bytearray(shard.read_bytes())
+    data[chunk.data_page_offset : chunk.data_page_offset + 64] = b"\xff" * 64
+    shard.write_bytes(bytes(data))
+    s = stream(folder, shuffle=False)
+    with pytest.raises(DoraUserError, match=rf"cannot read shard .*{shard.name} \(row group 1\)"):
+        list(s)
+
+
 def test_corrupt_frame_names_shard_video_and_frame(tmp_path: Path) -> None:
     rows = make_rows(VIDEOS)
     rows[70]["image"] = {"bytes": b"\xff\xd8\xff garbage", "path": None}  # video b, row 10
@@ -410,25 +619,35 @@ def test_gap_inside_a_video_is_an_error(tmp_path: Path) -> None:
 
 
 def test_bad_settings(four_shards: Path) -> None:
-    with pytest.raises(DoraUserError, match="world_size=5"):
-        stream(four_shards, world_size=5)
+    with pytest.raises(DoraUserError, match="rank=2, world_size=2"):
+        stream(four_shards, rank=2, world_size=2)
     with pytest.raises(DoraUserError, match="not both"):
         stream(four_shards, clip_step_seconds=1.0)
     with pytest.raises(DoraUserError, match="frames_per_clip"):
         stream(four_shards, frames_per_clip=0)
 
 
-def test_training_loader_keeps_its_workers_across_epochs_and_reads_what_one_process_reads(four_shards: Path) -> None:
+def test_training_loader_keeps_its_workers_across_epochs_and_reads_what_one_process_reads(
+    four_shards: Path, tmp_path: Path
+) -> None:
     from dora_hf.training.loop import build_clip_loader, endless_batches
     from dora_hf.training.recipe import load_recipe
+
+    # Streaming mode takes the epoch length from prepare_info.json, which these shards lack.
+    folder = tmp_path / "with-info"
+    folder.mkdir()
+    (folder / "data").symlink_to(four_shards / "data")
+    videos = [{"video_id": v, "keep_every": KEEP_EVERY, "kept_frames": n, "decoded_frames": n * KEEP_EVERY} for v, n in VIDEOS.items()]
+    (folder / "prepare_info.json").write_text(json.dumps({"videos": videos}))
 
     def batches(num_workers: int) -> tuple[torch.utils.data.DataLoader, list]:
         recipe = load_recipe(
             None,
-            {"dataset": str(four_shards), "frames_per_clip": T, "clip_step": STEP, "shuffle_buffer": 16,
+            {"dataset": str(folder), "streaming": True, "frames_per_clip": T, "clip_step": STEP, "shuffle_buffer": 16,
              "batch_size_per_device": 5, "num_workers": num_workers},
         )
-        stream, loader = build_clip_loader(recipe, rank=0, world_size=1, device=torch.device("cpu"))
+        stream, loader, plan = build_clip_loader(recipe, rank=0, world_size=1, device=torch.device("cpu"))
+        assert plan.clips_per_epoch == KEEP_EVERY * plan.distinct_clips == KEEP_EVERY * len(expected_clips(VIDEOS))
         per_epoch = len(expected_clips(VIDEOS)) // 5
         got = [[key(s) for s in split_batch(b)] for b in islice(endless_batches(loader, stream), 3 * per_epoch + 1)]
         return loader, got

@@ -182,17 +182,20 @@ def final_weights(output_dir: Path) -> dict[str, torch.Tensor]:
             "center": state["loss"]["center"]}
 
 
-def test_interrupt_and_resume_equals_uninterrupted_run(tiny_frames_dataset, tmp_path, monkeypatch):
-    straight = run_pretrain(tiny_recipe(tiny_frames_dataset, tmp_path / "straight"))
+@pytest.mark.parametrize("streaming", [False, True], ids=["random-access", "streaming"])
+def test_interrupt_and_resume_equals_uninterrupted_run(tiny_frames_dataset, tmp_path, monkeypatch, streaming):
+    straight = run_pretrain(tiny_recipe(tiny_frames_dataset, tmp_path / "straight", streaming=streaming))
     assert straight.steps == 4 and not straight.interrupted
 
-    interrupted = run_pretrain(tiny_recipe(tiny_frames_dataset, tmp_path / "resumed", checkpointing_steps=100),
-                               monkeypatch, interrupt_at=1)
+    interrupted = run_pretrain(
+        tiny_recipe(tiny_frames_dataset, tmp_path / "resumed", checkpointing_steps=100, streaming=streaming),
+        monkeypatch, interrupt_at=1,
+    )
     assert interrupted.interrupted and interrupted.steps == 2
     assert [p.name for p in complete_checkpoints(tmp_path / "resumed")] == ["step_0000002"]
     monkeypatch.undo()
     resumed = run_pretrain(tiny_recipe(tiny_frames_dataset, tmp_path / "resumed", checkpointing_steps=100,
-                                       resume_from_checkpoint="latest"))
+                                       resume_from_checkpoint="latest", streaming=streaming))
     assert resumed.steps == 4
 
     a, b = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
@@ -246,15 +249,30 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tiny_frames_dataset
 
 def test_existing_output_folder_is_refused_unless_overwrite_or_resume(tiny_frames_dataset, tmp_path):
     out = tmp_path / "used"
-    out.mkdir()
-    (out / "something.txt").write_text("earlier run")
-    with pytest.raises(DoraUserError, match="already holds a run"):
+    first = pretrain(tiny_recipe(tiny_frames_dataset, out, max_steps=2), Accelerator(cpu=True))
+    assert [p.name for p in complete_checkpoints(out)] == ["step_0000002"] and first.steps == 2
+    with pytest.raises(DoraUserError, match="already exists: .*holds a training run.*--resume_from_checkpoint latest"):
         pretrain(tiny_recipe(tiny_frames_dataset, out), Accelerator(cpu=True))
-    assert (out / "something.txt").exists()
+    assert [p.name for p in complete_checkpoints(out)] == ["step_0000002"]
     result = pretrain(tiny_recipe(tiny_frames_dataset, out, overwrite=True, max_steps=1), Accelerator(cpu=True))
-    assert result.steps == 1 and not (out / "something.txt").exists()
+    assert result.steps == 1 and [p.name for p in complete_checkpoints(out)] == ["step_0000001"]
     with pytest.raises(DoraUserError, match="no complete checkpoint"):
         pretrain(tiny_recipe(tiny_frames_dataset, tmp_path / "empty", resume_from_checkpoint="latest"), Accelerator(cpu=True))
+
+
+def test_a_folder_not_written_by_a_run_is_never_deleted(tiny_frames_dataset, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    for overwrite in (False, True):
+        with pytest.raises(DoraUserError, match=r"has no \.dora-hf\.json.*even with --overwrite"):
+            pretrain(tiny_recipe(tiny_frames_dataset, out, overwrite=overwrite), Accelerator(cpu=True))
+    pretrain(tiny_recipe(tiny_frames_dataset, tmp_path / "other", max_steps=2), Accelerator(cpu=True))
+    (checkpoint,) = complete_checkpoints(tmp_path / "other")
+    with pytest.raises(DoraUserError, match="holds files but no run"):  # resuming a run elsewhere into it
+        pretrain(tiny_recipe(tiny_frames_dataset, out, resume_from_checkpoint=str(checkpoint)), Accelerator(cpu=True))
+    assert sorted(p.name for p in out.iterdir()) == ["thesis.tex"]
+    assert (out / "thesis.tex").read_text() == "do not delete"
 
 
 def test_recipe_errors_name_the_key(tmp_path):
@@ -271,10 +289,12 @@ def test_recipe_errors_name_the_key(tmp_path):
 
 
 def test_missing_tracker_package_is_a_clear_error(tiny_frames_dataset, tmp_path, monkeypatch):
-    real_find_spec = loop_module.importlib.util.find_spec
-    monkeypatch.setattr(loop_module.importlib.util, "find_spec", lambda name: None if name == "wandb" else real_find_spec(name))
-    with pytest.raises(DoraUserError, match="report_to wandb needs the wandb package"):
+    # accelerate lists the trackers whose packages are installed; wandb is not among them here.
+    monkeypatch.setattr(loop_module, "get_available_trackers", lambda: ["tensorboard"])
+    with pytest.raises(DoraUserError, match="report_to wandb needs the wandb package: pip install wandb"):
         loop_module.make_accelerator(tiny_recipe(tiny_frames_dataset, tmp_path / "run", report_to="wandb"), cpu=True)
+    with pytest.raises(DoraUserError, match="report_to comet_ml needs the comet_ml package"):
+        loop_module.make_accelerator(tiny_recipe(tiny_frames_dataset, tmp_path / "run", report_to="comet_ml"), cpu=True)
 
 
 def test_shipped_recipes_load():
@@ -299,7 +319,7 @@ TWO_RANK_SCRIPT = textwrap.dedent(
     seen = []
     collate = loop.collate_clips
     def recording_collate(samples):
-        seen.extend((s["video_id"], int(s["start_frame"])) for s in samples)
+        seen.extend(int(s["clip"]) for s in samples)  # clip numbers: several share a kept start
         return collate(samples)
     loop.collate_clips = recording_collate
     accelerator = Accelerator(cpu=True)

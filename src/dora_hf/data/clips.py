@@ -1,53 +1,65 @@
 """Streaming clip reader: DoRA's clips of ``T`` frames, ``s`` source frames apart (DORA_SPEC §1).
 
 The prepared dataset (docs/DATA_FORMAT.md) stores one row per kept frame, every ``keep_every``
-(n) source frames, in time order. A clip with step ``s`` takes rows ``r, r + s/n, ..., r +
-(T-1)s/n`` of one video, so the reader keeps a sliding window of the last ``(T-1)s/n + 1`` rows of
-the current video (images still compressed) and emits the clip that starts at the window's first
-row as soon as its last frame arrives. Every kept frame is a clip start, as in the reference
-where every source frame is one (``clip_stride`` thins the starts). Only the frames of emitted
-clips are decoded, when they leave the shuffle buffer.
+(n) source frames, in time order, in parquet row groups of (by default) 100 rows. A clip with step
+``s`` takes rows ``r, r + s/n, ..., r + (T-1)s/n`` of one video. Every kept frame is a clip start,
+as in the reference where every source frame is one (``clip_stride`` thins the starts). This is
+the streaming mode: it reads a hub dataset (or a folder) without downloading it, each reader
+fetching only its own row groups.
 
-Order. Rows must stay in time order, so ``datasets``' row-level shuffle is not used. Instead the
-shard order is permuted (seeded by ``seed`` and the epoch) and clips are mixed in a seeded buffer
-of ``shuffle_buffer`` clips. Splitting. Whole shards go to ranks and then to data-loader workers
-(:func:`~dora_hf.data.shard_source.assign_shards`). A clip belongs to the shard that holds its
-first frame; its reader reads on into the following shards for the rest of its frames, so a video
-that spans shards read by different readers loses no clip and duplicates none.
+Plan. Opening reads the small metadata columns (video id, frame index, keep_every, source fps) of
+every row, not the images (:class:`~dora_hf.data.shard_source.ShardSource`), and numbers every
+clip of the dataset in time order. So every process knows, without reading an image, how many
+clips start in each row group, and the layout errors (a gap inside a video, a step that
+keep_every does not divide) are raised before training starts.
+
+Splitting. The unit is one row group of one shard. Each epoch permutes the units (seeded by
+``seed`` and the epoch) and lays their clips end to end in that order; like
+``DistributedSampler(drop_last=True)`` over that sequence, rank ``k`` of ``W`` takes the ``k``-th
+of ``W`` equal runs of ``N // W`` clips (the last ``N % W`` clips of the sequence, fewer than
+``W`` and different ones each epoch, are left out), and each data-loader worker takes an equal
+part (to one clip) of its rank's run. So every rank yields the same number of clips per epoch,
+and every worker is busy whatever the number of shards: a 1-shard dataset feeds several
+processes. A unit at the edge of two runs is shared: each reader takes its own clips of it. A
+reader owns the clips that start in its part of a unit and reads on into the following row groups
+(across shards) for the rest of their frames, so no clip is lost or duplicated across readers; it
+reads no row group that holds none of its frames. Reading on costs up to one more row group per
+unit: pyarrow stops at the data page holding the last frame needed, and a row group written as
+a single page (what ``dora-hf prepare-data`` writes) is read whole.
+
+Order. Rows must stay in time order, so ``datasets``' row-level shuffle is not used: beyond the
+unit permutation, clips are mixed in a seeded buffer of ``shuffle_buffer`` clips per reader. Only
+the frames of emitted clips are decoded, when they leave the buffer.
 
 Resume. A reader's clip order is a pure function of (seed, epoch, world size, rank, workers per
-process, worker), so the state is the number of clips each reader has handed out; a restored
-reader replays its stream up to that point without decoding any image (it still reads the parquet
-rows) and goes on from there. See :meth:`ClipStream.state_dict`.
-
-Shards decide the balance: processes get whole shards, so they see different numbers of clips per
-epoch (a shard more, a shorter last shard); a training loop bounds its steps per epoch.
+process, worker), so the state is the number of clips each reader has handed out. A restored
+reader replays its buffer draws on clip numbers alone, reads only the units whose clips were not
+all handed out yet, and goes on from there. See :meth:`ClipStream.state_dict`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from itertools import chain, islice
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
-from PIL import Image
 
 from ..errors import DoraUserError
-from .shard_source import FrameRow, ShardSource, assign_shards
+from .frame_decode import decode_frames
+from .shard_source import RowGroupReader, ShardSource
 
 logger = logging.getLogger(__name__)
 
 #: The reference spacing: 60 source frames, one second of the 60 fps Walking Tours videos.
 DEFAULT_CLIP_STEP = 60
 
-_STATE_FORMAT = "dora_hf.ClipStream/1"
+_STATE_FORMAT = "dora_hf.ClipStream/2"
 
 _T = TypeVar("_T")
 
@@ -89,127 +101,138 @@ class _Clip(NamedTuple):
     shards: tuple[int, ...]
 
 
-class _ClipAssembler:
-    """Turns rows in time order into clips, one video at a time, with a sliding window."""
+@dataclass(frozen=True)
+class _ClipPlan:
+    """Every clip of the dataset, numbered in time order, built from the metadata columns alone."""
 
-    def __init__(self, settings: ClipSettings, shard_names: tuple[str, ...], noted: set[tuple[str, str]]) -> None:
-        self._settings = settings
-        self._shard_names = shard_names
-        self._noted = noted  # (message kind, video id) already logged, shared by the reader's shards
-        self.video: str | None = None
-        self._window: deque[tuple[FrameRow, bool]] = deque()
-        self._rows_per_step = 1
-        self._keep_every = 1
-        self._run_length = 0
-        self._run_starts_video = False
+    starts: np.ndarray
+    """(N,) split row of each clip's first frame, ascending."""
+    rows_per_step: np.ndarray
+    """(N,) rows between a clip's frames (its video's step / keep_every)."""
+    unit_clips: np.ndarray
+    """(U + 1,) clips of unit (row group) ``u`` are numbers ``unit_clips[u]`` to ``unit_clips[u + 1] - 1``."""
+    frame_index: np.ndarray
+    """(rows,) ``frame_index`` of every row."""
+    video: np.ndarray
+    """(rows,) position of every row's video id in ``video_ids``."""
+    video_ids: tuple[str, ...]
 
     @property
-    def rows_to_read_ahead(self) -> int:
-        """Rows past this shard that the last clips starting in it may still need."""
-        return self._window.maxlen - 1 if self._window and self._window.maxlen else 0
+    def num_clips(self) -> int:
+        return len(self.starts)
 
-    def push(self, row: FrameRow, owned: bool) -> _Clip | None:
-        """Add the next row; return the clip it completes, if that clip starts in an owned row."""
-        if row.video_id != self.video:
-            starts_video = self.video is not None or row.frame_index < row.keep_every
-            self.finish()
-            self._start_video(row, starts_video)
-        elif (last := self._window[-1][0]).frame_index + row.keep_every != row.frame_index or (
-            row.keep_every != self._keep_every
-        ):
+    @property
+    def num_units(self) -> int:
+        return len(self.unit_clips) - 1
+
+
+def _plan_clips(shards: ShardSource, settings: ClipSettings) -> _ClipPlan:
+    """Number every clip; check the layout (consecutive rows, steps) and log per video once."""
+    table = shards.metadata
+    encoded = pc.dictionary_encode(table.column("video_id").combine_chunks())
+    video = encoded.indices.to_numpy().astype(np.int64)
+    video_ids = tuple(str(v) for v in encoded.dictionary.to_pylist())
+    frame = table.column("frame_index").to_numpy().astype(np.int64)
+    keep = table.column("keep_every").to_numpy().astype(np.int64)
+    fps = table.column("source_fps").to_numpy().astype(np.float64)
+    rows = len(video)
+    shard_of = shards.shard_of_rows
+
+    # A run is a block of consecutive rows of one video (a shard boundary does not end it).
+    run_first = np.flatnonzero(np.concatenate([[True], video[1:] != video[:-1]]))
+    run_stop = np.append(run_first[1:], rows)
+    # Rows that do not follow the previous row of their video by keep_every source frames.
+    follows = np.concatenate([[False], video[1:] == video[:-1]])
+    broken = np.flatnonzero(follows[1:] & ((frame[1:] != frame[:-1] + keep[1:]) | (keep[1:] != keep[:-1]))) + 1
+
+    starts: list[np.ndarray] = []
+    steps: list[np.ndarray] = []
+    noted: set[tuple[str, str]] = set()
+    for lo, hi in zip(run_first.tolist(), run_stop.tolist()):
+        video_id, shard = video_ids[video[lo]], shards.shard_names[int(shard_of(lo))]
+        k = _step_in_rows(settings, video_id, int(keep[lo]), float(fps[lo]), shard, noted)
+        bad = broken[np.searchsorted(broken, lo) :][:1]
+        if bad.size and bad[0] < hi:
+            b = int(bad[0])
             raise DoraUserError(
-                f"shard {self._shard_names[row.shard]}: video '{row.video_id}' goes from frame_index "
-                f"{last.frame_index} (keep_every {last.keep_every}) to {row.frame_index} (keep_every "
-                f"{row.keep_every}); rows of one video must be consecutive kept frames in time order"
+                f"shard {shards.shard_names[int(shard_of(b))]}: video '{video_id}' goes from frame_index "
+                f"{frame[b - 1]} (keep_every {keep[b - 1]}) to {frame[b]} (keep_every {keep[b]}); rows of one "
+                f"video must be consecutive kept frames in time order"
             )
-        self._window.append((row, owned))
-        self._run_length += 1
-        if len(self._window) < self._window.maxlen:
-            return None
-        first, first_owned = self._window[0]
-        if not first_owned or (first.frame_index // self._keep_every) % self._settings.clip_stride:
-            return None
-        rows = [self._window[i * self._rows_per_step][0] for i in range(self._settings.frames_per_clip)]
-        return _Clip(
-            video_id=first.video_id,
-            frame_indices=tuple(r.frame_index for r in rows),
-            images=tuple(r.image for r in rows),
-            shards=tuple(r.shard for r in rows),
-        )
-
-    def finish(self) -> None:
-        """End the current video's run; warn (once) about a video too short for one clip.
-
-        Only a run seen from the video's start counts: one that follows another video in the same
-        shard, or whose first frame_index is below keep_every (prepare-data keeps frame 0). A run
-        at a shard's start that continues a video from the previous shard is a video's tail.
-        """
-        if (
-            self.video is not None
-            and self._run_starts_video
-            and self._run_length < self._window.maxlen
-            and ("short", self.video) not in self._noted
-        ):
-            self._noted.add(("short", self.video))
-            logger.warning(
-                "video '%s' has %d kept frames, fewer than the %d one clip spans (%d frames, %d kept "
-                "frames apart): it yields no clips",
-                self.video,
-                self._run_length,
-                self._window.maxlen,
-                self._settings.frames_per_clip,
-                self._rows_per_step,
-            )
-        self.video = None
-        self._window = deque()
-
-    def _start_video(self, row: FrameRow, starts_video: bool) -> None:
-        self.video = row.video_id
-        self._keep_every = row.keep_every
-        self._rows_per_step = self._step_in_rows(row)
-        self._window = deque(maxlen=(self._settings.frames_per_clip - 1) * self._rows_per_step + 1)
-        self._run_length = 0
-        self._run_starts_video = starts_video
-
-    def _step_in_rows(self, row: FrameRow) -> int:
-        """The clip step of this video in kept rows (s / n), checking that n divides s."""
-        n, shard = row.keep_every, self._shard_names[row.shard]
-        if n < 1:
-            raise DoraUserError(f"shard {shard}: video '{row.video_id}' has keep_every={n}; it must be at least 1")
-        seconds = self._settings.clip_step_seconds
-        if seconds is None:
-            step = self._settings.clip_step if self._settings.clip_step is not None else DEFAULT_CLIP_STEP
-            if step % n:
-                raise DoraUserError(
-                    f"clip_step={step} source frames is not a multiple of keep_every={n} of video "
-                    f"'{row.video_id}' (shard {shard}): use a multiple of {n}, or prepare the data "
-                    f"with a keep_every that divides {step}"
+        span = (settings.frames_per_clip - 1) * k + 1
+        if hi - lo < span:
+            if ("short", video_id) not in noted:
+                noted.add(("short", video_id))
+                logger.warning(
+                    "video '%s' has %d kept frames, fewer than the %d one clip spans (%d frames, %d kept "
+                    "frames apart): it yields no clips",
+                    video_id,
+                    hi - lo,
+                    span,
+                    settings.frames_per_clip,
+                    k,
                 )
-            return step // n
-        if not row.source_fps > 0:
+            continue
+        first = np.arange(lo, hi - span + 1)
+        first = first[(frame[first] // keep[first]) % settings.clip_stride == 0]
+        starts.append(first)
+        steps.append(np.full(len(first), k, dtype=np.int64))
+    all_starts = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+    unit_first = [g.first_row for g in shards.row_groups] + [rows]
+    return _ClipPlan(
+        starts=all_starts,
+        rows_per_step=np.concatenate(steps) if steps else np.zeros(0, np.int64),
+        unit_clips=np.searchsorted(all_starts, unit_first).astype(np.int64),
+        frame_index=frame,
+        video=video,
+        video_ids=video_ids,
+    )
+
+
+def _step_in_rows(
+    settings: ClipSettings, video_id: str, keep_every: int, source_fps: float, shard: str, noted: set[tuple[str, str]]
+) -> int:
+    """The clip step of one video in kept rows (s / n), checking that n divides s."""
+    n = keep_every
+    if n < 1:
+        raise DoraUserError(f"shard {shard}: video '{video_id}' has keep_every={n}; it must be at least 1")
+    seconds = settings.clip_step_seconds
+    if seconds is None:
+        step = settings.clip_step if settings.clip_step is not None else DEFAULT_CLIP_STEP
+        if step % n:
             raise DoraUserError(
-                f"shard {shard}: video '{row.video_id}' has source_fps={row.source_fps}, so "
-                f"clip_step_seconds cannot be converted to frames; give clip_step instead"
+                f"clip_step={step} source frames is not a multiple of keep_every={n} of video "
+                f"'{video_id}' (shard {shard}): use a multiple of {n}, or prepare the data "
+                f"with a keep_every that divides {step}"
             )
-        rows = max(1, round(seconds * row.source_fps / n))
-        if ("step", row.video_id) in self._noted:
-            return rows
-        self._noted.add(("step", row.video_id))
+        return step // n
+    if not source_fps > 0:
+        raise DoraUserError(
+            f"shard {shard}: video '{video_id}' has source_fps={source_fps}, so "
+            f"clip_step_seconds cannot be converted to frames; give clip_step instead"
+        )
+    rows = max(1, round(seconds * source_fps / n))
+    if ("step", video_id) not in noted:
+        noted.add(("step", video_id))
         logger.info(
             "video '%s': clip_step_seconds=%g at %g fps is %g source frames, rounded to %d "
             "(a multiple of keep_every=%d)",
-            row.video_id,
+            video_id,
             seconds,
-            row.source_fps,
-            seconds * row.source_fps,
+            source_fps,
+            seconds * source_fps,
             rows * n,
             n,
         )
-        return rows
+    return rows
 
 
 def _buffer_shuffle(items: Iterable[_T], size: int, rng: np.random.Generator) -> Iterator[_T]:
-    """Mix a stream through a buffer of ``size`` items: each arrival evicts a random one."""
+    """Mix a stream through a buffer of ``size`` items: each arrival evicts a random one.
+
+    The draws depend only on the number of items, so the same rng on clip numbers alone gives the
+    order in which clips leave the buffer (used to resume without reading what was handed out).
+    """
     buffer: list[_T] = []
     for item in items:
         if len(buffer) < size:
@@ -227,7 +250,8 @@ class ClipStream(torch.utils.data.IterableDataset):
     Each item is ``{"frames": uint8 (T, 3, H, W), "video_id": str, "start_frame": int,
     "frame_indices": int64 (T,), "stream_position": int64 (3,)}``; ``stream_position`` is
     bookkeeping for resuming (worker slot, workers, clip number) that :meth:`mark_consumed` reads.
-    Build it with :meth:`from_source`; batch it with :func:`collate_clips`::
+    Every process yields :attr:`clips_per_process` clips per epoch. Build it with
+    :meth:`from_source`; batch it with :func:`collate_clips`::
 
         stream = ClipStream.from_source("me/walking-tours-venice", rank=rank, world_size=world_size)
         loader = DataLoader(stream, batch_size=16, num_workers=4, collate_fn=collate_clips)
@@ -243,26 +267,21 @@ class ClipStream(torch.utils.data.IterableDataset):
         settings.check()
         if world_size < 1 or not 0 <= rank < world_size:
             raise DoraUserError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}")
-        if world_size > shards.num_shards:
+        plan = _plan_clips(shards, settings)
+        if plan.num_clips < world_size:
             raise DoraUserError(
-                f"{shards.source} has {shards.num_shards} shard(s), fewer than world_size={world_size}: "
-                f"every process needs at least one; prepare the data with more shards"
-            )
-        if shards.num_shards % world_size and rank == 0:
-            logger.warning(
-                "%s: %d shards do not split evenly over %d processes: some get one shard more, so "
-                "processes see different numbers of clips per epoch (bound the steps per epoch)",
-                shards.source,
-                shards.num_shards,
-                world_size,
+                f"{shards.source} holds {plan.num_clips} clip(s) of {settings.frames_per_clip} frames "
+                f"({shards.num_shards} shard(s), {plan.num_units} row group(s)), fewer than world_size={world_size}: "
+                f"every process needs at least one; use fewer processes, shorter clips or more data"
             )
         self._shards = shards
+        self._plan = plan
         self.settings = settings
         self.rank = rank
         self.world_size = world_size
         # In shared memory so that persistent DataLoader workers see set_epoch() calls.
         self._shared_epoch = torch.zeros((), dtype=torch.long).share_memory_()
-        self._noted: set[tuple[str, str]] = set()
+        self._warned_sharing = False
         # Clips consumed so far this epoch, per worker slot; the layout is the number of slots.
         self._layout: int | None = None
         self._positions: list[int] = []
@@ -298,15 +317,15 @@ class ClipStream(torch.utils.data.IterableDataset):
             clip_step_seconds: the step in seconds instead, converted per video with its
                 ``source_fps`` and rounded to the nearest multiple of its ``keep_every`` (logged).
             clip_stride: kept frames between clip starts (1 = every kept frame starts a clip).
-            shuffle: permute the shard order per epoch and mix clips in a buffer; ``False`` gives
-                clips in time order within each shard.
+            shuffle: permute the row groups per epoch and mix clips in a buffer; ``False`` gives
+                each reader its clips in time order (one process, no workers: the whole dataset).
             shuffle_buffer: clips held for mixing (memory: compressed images of about this many
                 clips times ``T``, shared between overlapping clips).
-            seed: seed of the shard order and of the buffer; with ``set_epoch`` it fixes the order.
+            seed: seed of the row-group order and of the buffer; with ``set_epoch`` it fixes the order.
             split: dataset split.
             streaming: ``False`` downloads a hub repo to the local cache first.
-            rank, world_size: this process among the training processes; shards are divided
-                between them (and again between this process's data-loader workers).
+            rank, world_size: this process among the training processes; each epoch's clips are
+                split equally between them (and again between this process's data-loader workers).
             revision: hub revision (branch, tag or commit).
         """
         settings = ClipSettings(
@@ -327,6 +346,21 @@ class ClipStream(torch.utils.data.IterableDataset):
         return self._shards.shard_names
 
     @property
+    def num_row_groups(self) -> int:
+        """Units the data is spread in: parquet row groups of all shards."""
+        return self._plan.num_units
+
+    @property
+    def num_clips(self) -> int:
+        """Clips of the whole dataset (every kept frame with room for a clip, thinned by clip_stride)."""
+        return self._plan.num_clips
+
+    @property
+    def clips_per_process(self) -> int:
+        """Clips every process yields per epoch: ``num_clips // world_size``, the same for all ranks."""
+        return self._plan.num_clips // self.world_size
+
+    @property
     def _epoch(self) -> int:
         return int(self._shared_epoch.item())
 
@@ -335,7 +369,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch``: a new shard order and buffer draw (a loaded state's epoch resumes)."""
+        """Start ``epoch``: a new row-group order and buffer draw (a loaded state's epoch resumes)."""
         if epoch != self._epoch:
             self._layout, self._positions = None, []
         if self._resume is not None and epoch != self._resume_epoch:
@@ -354,28 +388,124 @@ class ClipStream(torch.utils.data.IterableDataset):
         slot = (worker + int(np.argmin(start))) % workers
         if info is None:
             self._layout, self._positions = workers, list(start)
-        order = self._shard_order(epoch)
-        mine = assign_shards(order, rank=self.rank, world_size=self.world_size, worker=slot, num_workers=workers)
-        if not mine:
+        pieces = self.reader_clips(epoch, slot, workers)
+        self._warn_about_sharing(slot, workers, pieces)
+        sizes = [stop - first for first, stop in pieces]
+        skip = start[slot]
+        rng_key = [self.settings.seed, epoch, self.rank, slot]
+        needed = self._pieces_to_read(sizes, skip, rng_key)
+        reader = self._shards.reader()
+        try:
+            clips: Iterable[_Clip | None] = chain.from_iterable(
+                self._piece_clips(piece, reader) if need else repeat(None, size)
+                for piece, size, need in zip(pieces, sizes, needed)
+            )
+            if self._buffered:
+                clips = _buffer_shuffle(clips, self.settings.shuffle_buffer, np.random.default_rng(rng_key))
+            for position, clip in enumerate(islice(clips, skip, None), start=skip):
+                assert clip is not None, "a clip of a unit skipped on resume was due after the resume point"
+                sample = self._decode(clip)
+                sample["stream_position"] = torch.tensor([slot, workers, position], dtype=torch.long)
+                if info is None:
+                    self._positions[slot] = position + 1
+                yield sample
+        finally:
+            reader.close()
+
+    def reader_clips(self, epoch: int, slot: int, workers: int) -> list[tuple[int, int]]:
+        """The clip numbers one reader yields in ``epoch``, as ``[first, stop)`` ranges in reading order.
+
+        The units are permuted and their clips laid end to end; this rank takes the ``rank``-th
+        run of :attr:`clips_per_process` clips of that sequence and worker ``slot`` of ``workers``
+        an equal part of it. Each range lies in one unit.
+        """
+        plan = self._plan
+        counts = np.diff(plan.unit_clips)
+        order = self._unit_order(epoch)
+        ends = np.cumsum(counts[order])
+        per_rank = self.clips_per_process
+        lo = self.rank * per_rank + per_rank * slot // workers
+        hi = self.rank * per_rank + per_rank * (slot + 1) // workers
+        pieces: list[tuple[int, int]] = []
+        j = int(np.searchsorted(ends, lo, side="right"))
+        while lo < hi:
+            unit, begin = int(order[j]), int(ends[j] - counts[order[j]])
+            stop = min(hi, int(ends[j]))
+            if stop > lo:
+                pieces.append((int(plan.unit_clips[unit]) + lo - begin, int(plan.unit_clips[unit]) + stop - begin))
+            lo, j = stop, j + 1
+        return pieces
+
+    @property
+    def _buffered(self) -> bool:
+        return self.settings.shuffle and self.settings.shuffle_buffer > 1
+
+    def _unit_order(self, epoch: int) -> np.ndarray:
+        """The same permutation of the units in every process and worker of one (seed, epoch)."""
+        n = self._plan.num_units
+        if not self.settings.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.settings.seed, epoch]).permutation(n)
+
+    def _pieces_to_read(self, sizes: list[int], skip: int, rng_key: list[int]) -> list[bool]:
+        """Which pieces hold a clip handed out at or after position ``skip`` (all, unless resuming).
+
+        The buffer's draws are replayed on clip numbers: no image of a piece whose clips all left
+        the buffer before ``skip`` is read again.
+        """
+        if not skip:
+            return [True] * len(sizes)
+        n = sum(sizes)
+        when = np.arange(n)
+        if self._buffered:
+            rng = np.random.default_rng(rng_key)
+            order = np.fromiter(_buffer_shuffle(range(n), self.settings.shuffle_buffer, rng), dtype=np.int64, count=n)
+            when[order] = np.arange(n)
+        bounds = np.cumsum([0, *sizes])
+        return [bool(size) and int(when[a:b].max()) >= skip for a, b, size in zip(bounds[:-1], bounds[1:], sizes)]
+
+    def _piece_clips(self, piece: tuple[int, int], reader: RowGroupReader) -> Iterator[_Clip]:
+        """The clips numbered ``[first, stop)`` (one unit), reading on into later row groups for their frames."""
+        plan, first, stop = self._plan, *piece
+        offsets = np.arange(self.settings.frames_per_clip)
+        rows = plan.starts[first:stop, None] + plan.rows_per_step[first:stop, None] * offsets
+        images = reader.images(rows.ravel())
+        frames = plan.frame_index[rows].tolist()
+        shards = self._shards.shard_of_rows(rows).tolist()
+        videos = plan.video[rows[:, 0]].tolist()
+        for clip_rows, frame_indices, clip_shards, video in zip(rows.tolist(), frames, shards, videos):
+            yield _Clip(
+                video_id=plan.video_ids[video],
+                frame_indices=tuple(frame_indices),
+                images=tuple(images[r] for r in clip_rows),
+                shards=tuple(clip_shards),
+            )
+
+    def _warn_about_sharing(self, slot: int, workers: int, pieces: list[tuple[int, int]]) -> None:
+        """Say when readers outnumber the units (they share row groups) or a worker gets no clip."""
+        readers = self.world_size * workers
+        if self.rank == 0 and slot == 0 and self._plan.num_units < readers and not self._warned_sharing:
+            self._warned_sharing = True
             logger.warning(
-                "rank %d, data-loader worker %d of %d gets no shard (%d shards for %d processes): "
-                "use fewer workers or more shards",
+                "%s: %d row group(s) for %d process(es) x %d data-loader worker(s) = %d readers: readers share "
+                "row groups (each reads the ones its clips start in, so some are read more than once); use "
+                "fewer workers or smaller row groups",
+                self._shards.source,
+                self._plan.num_units,
+                self.world_size,
+                workers,
+                readers,
+            )
+        if not pieces:
+            logger.warning(
+                "rank %d, data-loader worker %d of %d gets no clip (%d clips per process for %d workers): "
+                "use fewer workers",
                 self.rank,
                 slot,
                 workers,
-                len(order),
-                self.world_size,
+                self.clips_per_process,
+                workers,
             )
-        clips: Iterable[_Clip] = chain.from_iterable(self._shard_clips(shard) for shard in mine)
-        if self.settings.shuffle and self.settings.shuffle_buffer > 1:
-            rng = np.random.default_rng([self.settings.seed, epoch, self.rank, slot])
-            clips = _buffer_shuffle(clips, self.settings.shuffle_buffer, rng)
-        for position, clip in enumerate(islice(clips, start[slot], None), start=start[slot]):
-            sample = self._decode(clip)
-            sample["stream_position"] = torch.tensor([slot, workers, position], dtype=torch.long)
-            if info is None:
-                self._positions[slot] = position + 1
-            yield sample
 
     def _take_resume(self, workers: int, epoch: int, *, in_process: bool) -> list[int]:
         """Clips per slot to skip at the start of this iteration (all zero unless resuming)."""
@@ -392,59 +522,14 @@ class ClipStream(torch.utils.data.IterableDataset):
             )
         return list(positions)
 
-    def _shard_order(self, epoch: int) -> list[int]:
-        """The same permutation in every process and worker of one (seed, epoch)."""
-        n = self._shards.num_shards
-        if not self.settings.shuffle:
-            return list(range(n))
-        return np.random.default_rng([self.settings.seed, epoch]).permutation(n).tolist()
-
-    def _shard_clips(self, shard: int) -> Iterator[_Clip]:
-        """Clips whose first frame lies in ``shard``, reading ahead into later shards if needed."""
-        assembler = _ClipAssembler(self.settings, self._shards.shard_names, self._noted)
-        for row in self._shards.rows(shard):
-            clip = assembler.push(row, owned=True)
-            if clip is not None:
-                yield clip
-        ahead = assembler.rows_to_read_ahead
-        if ahead:
-            later = self._shards.rows_from(shard + 1)
-            for row in islice(later, ahead):
-                if row.video_id != assembler.video:
-                    break
-                clip = assembler.push(row, owned=False)
-                if clip is not None:
-                    yield clip
-            later.close()
-        assembler.finish()
-
     def _decode(self, clip: _Clip) -> dict[str, Any]:
         """Decode a clip's frames to uint8 (T, 3, H, W); errors name shard, video and frame."""
-        frames: np.ndarray | None = None
-        for t, (frame_index, data, shard) in enumerate(zip(clip.frame_indices, clip.images, clip.shards)):
-            where = f"shard {self._shards.shard_names[shard]}: video '{clip.video_id}' frame_index {frame_index}"
-            try:
-                if data is None:
-                    raise ValueError("the row holds no image bytes")
-                with Image.open(io.BytesIO(data)) as image:
-                    # Per-band copies write channels-first directly: about 3x cheaper than
-                    # permuting an (H, W, 3) array afterwards. RGB JPEGs (what prepare-data
-                    # writes) skip `convert`, which would copy the whole image.
-                    image.load()
-                    bands = (image if image.mode == "RGB" else image.convert("RGB")).split()
-            except Exception as err:  # PIL raises OSError, SyntaxError, ValueError... for bad data
-                raise DoraUserError(f"{where}: cannot decode the frame image ({type(err).__name__}: {err})") from err
-            size = (bands[0].height, bands[0].width)
-            if frames is None:
-                frames = np.empty((len(clip.images), 3, *size), dtype=np.uint8)
-            elif size != frames.shape[2:]:
-                raise DoraUserError(
-                    f"{where}: frame is {size[1]}x{size[0]} but the clip's first frame is "
-                    f"{frames.shape[3]}x{frames.shape[2]}; frames of one video must share one size"
-                )
-            for channel, band in enumerate(bands):
-                frames[t, channel] = np.asarray(band)
-        assert frames is not None
+        names = self._shards.shard_names
+        where = [
+            f"shard {names[shard]}: video '{clip.video_id}' frame_index {frame_index}"
+            for frame_index, shard in zip(clip.frame_indices, clip.shards)
+        ]
+        frames = decode_frames(clip.images, where)
         return {
             "frames": torch.from_numpy(frames),
             "video_id": clip.video_id,
@@ -476,7 +561,8 @@ class ClipStream(torch.utils.data.IterableDataset):
 
         ``positions[k]`` is the number of clips worker slot ``k`` has handed out (``num_workers=0``
         is one slot). At ``num_workers=0`` progress is tracked by iterating; with workers call
-        :meth:`mark_consumed` on each batch, and resume with the same number of workers.
+        :meth:`mark_consumed` on each batch, and resume with the same number of workers. The
+        dataset's shape (shards, row groups, clips) is recorded to refuse a resume on other data.
         """
         return {
             "format": _STATE_FORMAT,
@@ -484,6 +570,8 @@ class ClipStream(torch.utils.data.IterableDataset):
             "rank": self.rank,
             "world_size": self.world_size,
             "num_shards": self._shards.num_shards,
+            "num_row_groups": self._plan.num_units,
+            "num_clips": self._plan.num_clips,
             "settings": asdict(self.settings),
             "num_workers": self._layout,
             "positions": list(self._positions),
@@ -496,7 +584,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         mine = self.state_dict()
         changed = [
             f"{key}: saved {state.get(key)!r}, now {mine[key]!r}"
-            for key in ("rank", "world_size", "num_shards", "settings")
+            for key in ("rank", "world_size", "num_shards", "num_row_groups", "num_clips", "settings")
             if state.get(key) != mine[key]
         ]
         if changed:
@@ -515,6 +603,7 @@ class ClipStream(torch.utils.data.IterableDataset):
     def __repr__(self) -> str:
         return (
             f"ClipStream(source={self._shards.source!r}, shards={self._shards.num_shards}, "
+            f"row_groups={self._plan.num_units}, clips={self._plan.num_clips}, "
             f"rank={self.rank}/{self.world_size}, epoch={self._epoch}, {self.settings})"
         )
 
@@ -538,4 +627,6 @@ def collate_clips(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if all("stream_position" in s for s in samples):
         batch["stream_position"] = torch.stack([s["stream_position"] for s in samples])
+    if all("clip" in s for s in samples):  # the random-access reader's clip numbers
+        batch["clip"] = torch.tensor([s["clip"] for s in samples], dtype=torch.long)
     return batch

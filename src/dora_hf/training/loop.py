@@ -8,27 +8,39 @@ The step itself is in `step.py`; this file is the wiring around it that a launch
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
 from ..data.clips import ClipStream, collate_clips
-from ..data.dataset_info import count_clips, read_prepare_info
-from ..data.views import ClipViews, ClipViewsConfig
+from ..data.dataset_info import count_clips, count_kept_starts, read_prepare_info
+from ..data.random_access import open_random_access
+from ..data.views import ClipViews
 from ..errors import DoraUserError
+from ..hub import check_push_target
+from ..output_folder import (
+    MARKER_FILE,
+    check_replaceable,
+    claim_folder,
+    marker_kind,
+    release_folder,
+    write_errors_reported,
+    write_marker,
+)
 from ..loss import DoraLoss
 from ..modeling import DoraConfig, DoraForPreTraining
-from .interrupt import GracefulInterrupt
-from .checkpoints import RunState, load_rank_state, resolve_checkpoint, save_checkpoint
+from .interrupt import GracefulInterrupt, leave_stop_signals_to_the_main_process
+from .checkpoints import RunState, complete_checkpoints, load_rank_state, resolve_checkpoint, save_checkpoint
 from .optimizer import build_optimizer
 from .recipe import PretrainRecipe
 from .schedules import DoraSchedules
@@ -61,17 +73,11 @@ class PretrainResult:
 
 
 def build_model_config(recipe: PretrainRecipe) -> DoraConfig:
-    try:
-        return DoraConfig(**recipe.model)
-    except (TypeError, ValueError) as err:
-        raise DoraUserError(f"recipe key 'model': {err}") from err
+    return recipe.model_config()
 
 
 def build_views(recipe: PretrainRecipe) -> ClipViews:
-    try:
-        return ClipViews(ClipViewsConfig.from_dict(recipe.views))
-    except (TypeError, ValueError) as err:
-        raise DoraUserError(f"recipe key 'views': {err}") from err
+    return ClipViews(recipe.views_config())
 
 
 def build_student_and_teacher(config: DoraConfig) -> tuple[DoraForPreTraining, DoraForPreTraining]:
@@ -113,24 +119,77 @@ def build_schedules(
 
 
 def prepare_output_dir(recipe: PretrainRecipe, accelerator: Accelerator) -> Path:
-    """Refuse to train into a used folder unless resuming from it or told to overwrite it."""
+    """Claim the run folder for this run and make it ready; check the export folder can be written.
+
+    The main process claims the folder (see `dora_hf.output_folder`) and keeps the claim until the
+    run has exported (or until its process ends, if it stops earlier), so a second run, or a second
+    resume, into the same folder fails here. A used folder is continued only with `resume_from_checkpoint` and replaced
+    only with `overwrite` and only if it is a run folder; the export folder is checked now, under
+    the rule the final export follows, so a run never trains only to fail at its end. Every process
+    raises the main process's error, so none is left waiting.
+    """
     output_dir = Path(recipe.output_dir)
-    used = output_dir.exists() and any(output_dir.iterdir())
-    if used and not recipe.resume_from_checkpoint and not recipe.overwrite:
-        raise DoraUserError(
-            f"output folder {output_dir} already holds a run: pass --resume_from_checkpoint latest to continue it "
-            "or --overwrite to replace it"
-        )
-    accelerator.wait_for_everyone()
+    error = None
     if accelerator.is_main_process:
-        if used and recipe.overwrite and not recipe.resume_from_checkpoint:
-            shutil.rmtree(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            _claim_run_folder(recipe, output_dir)
+        except DoraUserError as err:
+            error = str(err)
+    if accelerator.num_processes > 1:
+        error = broadcast_object_list([error])[0]
+    if error is not None:
+        raise DoraUserError(error)
     accelerator.wait_for_everyone()
     return output_dir
 
 
-def endless_batches(loader: torch.utils.data.DataLoader, stream: ClipStream) -> Iterator[dict]:
+def _claim_run_folder(recipe: PretrainRecipe, output_dir: Path) -> None:
+    """The main process's part of `prepare_output_dir`; the claim is released again on any error."""
+    claim = claim_folder(output_dir, "pretrain")
+    try:
+        check_replaceable(recipe.export_path, "model", overwrite=recipe.may_replace_export, keep=(output_dir,))
+        used = output_dir.is_dir() and any(output_dir.iterdir())
+        if recipe.resume_from_checkpoint:
+            resolve_checkpoint(recipe.resume_from_checkpoint, output_dir, exact=not recipe.resume_inexact)  # fails before the setup
+            if used and marker_kind(output_dir) != "run" and not complete_checkpoints(output_dir):
+                raise DoraUserError(
+                    f"output folder {output_dir} holds files but no run (no checkpoints, no {MARKER_FILE}); "
+                    "refusing to train into it: choose another --output_dir"
+                )
+        elif used:
+            hint = "pass --resume_from_checkpoint latest to continue it or --overwrite to replace it"
+            check_replaceable(output_dir, "run", overwrite=recipe.overwrite, hint=hint)
+            with write_errors_reported(output_dir, "output folder"):
+                shutil.rmtree(output_dir)
+        with write_errors_reported(output_dir, "output folder"):
+            output_dir.mkdir(parents=True, exist_ok=True)
+        if marker_kind(output_dir) != "run":
+            write_marker(output_dir, "run", "pretrain")
+    except BaseException:
+        claim.release()
+        raise
+
+
+class ClipReader(Protocol):
+    """What the loop needs of a clip reader: epochs, progress, and state for exact resume.
+
+    Both modes provide it: the random-access sampler (:class:`EpochClipSampler`) and the streaming
+    reader (:class:`ClipStream`).
+    """
+
+    @property
+    def epoch(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def mark_consumed(self, batch: dict) -> None: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def endless_batches(loader: torch.utils.data.DataLoader, reader: ClipReader) -> Iterator[dict]:
     """Batches epoch after epoch; each process moves to its next data epoch when its share ends."""
     while True:
         produced = False
@@ -139,40 +198,81 @@ def endless_batches(loader: torch.utils.data.DataLoader, stream: ClipStream) -> 
             yield batch
         if not produced:
             raise DoraUserError(
-                f"{stream!r} produced no full batch for this process: use a smaller batch or more data"
+                f"{reader!r} produced no full batch for this process: use a smaller batch or more data"
             )
-        stream.set_epoch(stream.epoch + 1)
+        reader.set_epoch(reader.epoch + 1)
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """How many clips an epoch holds and how they are read, for the schedules and the start-up line."""
+
+    clips_per_epoch: int
+    """The reference's count: one clip per source-frame start of every video (DORA_SPEC §1)."""
+    distinct_clips: int
+    """Kept frames that start a clip; each is drawn about keep_every times per reference epoch."""
+    mode: str
+    """How the data is read, in words."""
 
 
 def build_clip_loader(
     recipe: PretrainRecipe, rank: int, world_size: int, device: torch.device
-) -> tuple[ClipStream, torch.utils.data.DataLoader]:
-    """This process's clip stream (its share of the shards) and the loader that batches it."""
-    stream = ClipStream.from_source(
-        recipe.dataset,
-        frames_per_clip=recipe.frames_per_clip,
-        clip_step=recipe.clip_step,
-        shuffle_buffer=recipe.shuffle_buffer,
-        seed=recipe.seed,
-        rank=rank,
-        world_size=world_size,
-        revision=recipe.dataset_revision,
-    )
-    loader = torch.utils.data.DataLoader(
-        stream,
+) -> tuple[ClipReader, torch.utils.data.DataLoader, ClipPlan]:
+    """This process's clip reader, the loader that batches it, and the epoch it reads.
+
+    By default (``streaming: false``) the frames are read with random access from a memory-mapped
+    Arrow copy (a hub dataset is downloaded first) and each epoch is a seeded permutation of all
+    clip starts over the whole dataset, split exactly over processes; ``streaming: true`` reads a
+    hub dataset without downloading it, row groups spread over readers through a shuffle buffer.
+    """
+    loader_options = dict(
         batch_size=recipe.batch_size_per_device,
         num_workers=recipe.num_workers,
         collate_fn=collate_clips,
         drop_last=True,
         pin_memory=device.type == "cuda",
-        # Workers live across data epochs (ClipStream shares its epoch with them), so a new epoch
-        # does not restart them and re-open the shards.
+        # Workers live across data epochs, so a new epoch does not restart them and re-open the data.
         persistent_workers=recipe.num_workers > 0,
         # Its own generator: creating a loader iterator must not draw from the global RNG, which
         # drop path uses and a checkpoint restores (a resumed run would otherwise drift).
         generator=torch.Generator().manual_seed(recipe.seed + rank),
+        # Ctrl-C and SIGTERM reach the whole process group: workers leave them to this process.
+        worker_init_fn=leave_stop_signals_to_the_main_process if recipe.num_workers > 0 else None,
     )
-    return stream, loader
+    if recipe.streaming:
+        info = read_prepare_info(recipe.dataset, recipe.dataset_revision)
+        stream = ClipStream.from_source(
+            recipe.dataset,
+            frames_per_clip=recipe.frames_per_clip,
+            clip_step=recipe.clip_step,
+            shuffle_buffer=recipe.shuffle_buffer,
+            seed=recipe.seed,
+            rank=rank,
+            world_size=world_size,
+            revision=recipe.dataset_revision,
+        )
+        plan = ClipPlan(
+            clips_per_epoch=count_clips(info, recipe.frames_per_clip, recipe.clip_step),
+            distinct_clips=count_kept_starts(info, recipe.frames_per_clip, recipe.clip_step),
+            mode=f"streaming ({len(stream.shard_names)} shard(s), shuffle buffer {recipe.shuffle_buffer} clips)",
+        )
+        return stream, torch.utils.data.DataLoader(stream, **loader_options), plan
+    clips, sampler = open_random_access(
+        recipe.dataset,
+        frames_per_clip=recipe.frames_per_clip,
+        clip_step=recipe.clip_step,
+        revision=recipe.dataset_revision,
+        cache_dir=recipe.dataset_cache_dir,
+        rank=rank,
+        world_size=world_size,
+        seed=recipe.seed,
+    )
+    plan = ClipPlan(
+        clips_per_epoch=clips.index.num_clips,
+        distinct_clips=clips.index.num_kept_starts,
+        mode=f"random access over {len(clips.index.videos)} video(s), uniform over the whole dataset",
+    )
+    return sampler, torch.utils.data.DataLoader(clips, sampler=sampler, **loader_options), plan
 
 
 def compile_backbones_(student_model: DoraForPreTraining, teacher: DoraForPreTraining) -> None:
@@ -187,37 +287,82 @@ def compile_backbones_(student_model: DoraForPreTraining, teacher: DoraForPreTra
 
 
 def make_accelerator(recipe: PretrainRecipe, cpu: bool = False) -> Accelerator:
-    mixed_precision = recipe.mixed_precision
-    if mixed_precision == "fp16" and not torch.cuda.is_available():
+    """The run's Accelerator. Precision is the recipe's `mixed_precision` when it sets one, else
+    the accelerate config's (or `accelerate launch --mixed_precision`), else none."""
+    if recipe.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise DoraUserError("mixed_precision fp16 needs a CUDA device; use bf16 or no on CPU")
-    log_with = None if recipe.report_to == "none" else recipe.report_to
-    package = TRACKER_PACKAGES.get(recipe.report_to)  # "all" logs to whichever trackers are installed
-    if package and importlib.util.find_spec(package) is None:
-        raise DoraUserError(f"--report_to {recipe.report_to} needs the {package} package: pip install {package}")
-    return Accelerator(mixed_precision=mixed_precision, log_with=log_with, project_dir=recipe.output_dir, cpu=cpu)
+    log_with = None
+    if recipe.report_to != "none":
+        available = {str(t) for t in get_available_trackers()}
+        if recipe.report_to != "all" and recipe.report_to not in available:
+            package = TRACKER_PACKAGES.get(recipe.report_to, recipe.report_to)
+            raise DoraUserError(f"--report_to {recipe.report_to} needs the {package} package: pip install {package}")
+        log_with = recipe.report_to
+    accelerator = Accelerator(
+        mixed_precision=recipe.mixed_precision,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        log_with=log_with,
+        project_dir=recipe.output_dir,
+        cpu=cpu,
+    )
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type != "cuda":
+        raise DoraUserError("mixed precision fp16 (from the accelerate config) needs a CUDA device; use bf16 or no")
+    return accelerator
+
+
+def check_supported(accelerator: Accelerator, recipe: PretrainRecipe) -> None:
+    """Refuse set-ups the loop cannot run faithfully, before any work is done."""
+    kind = accelerator.distributed_type
+    if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM):
+        raise DoraUserError(
+            f"distributed type {kind.value} is not supported: the EMA teacher, DINO's per-parameter gradient "
+            "clipping and the checkpoints need every parameter whole on every process; use DDP "
+            "(distributed_type: MULTI_GPU; a ViT-S/16 and its teacher fit on one GPU)"
+        )
+    if accelerator.gradient_accumulation_steps != recipe.gradient_accumulation_steps:
+        raise DoraUserError(
+            f"the accelerator accumulates {accelerator.gradient_accumulation_steps} micro-batches but the recipe's "
+            f"gradient_accumulation_steps is {recipe.gradient_accumulation_steps}; set it in one place"
+        )
+
+
+def tracker_config(recipe: PretrainRecipe, config: DoraConfig, views: ClipViews) -> dict[str, Any]:
+    """The whole run as flat scalars for experiment trackers: the recipe, then the resolved model
+    (`model.*`) and views (`views.*`) configurations, lists and tuples as text."""
+
+    def scalar(value: Any) -> Any:
+        return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+    flat = {k: scalar(v) for k, v in dataclasses.asdict(recipe).items() if k not in ("model", "views")}
+    model = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
+    flat.update({f"model.{k}": scalar(v) for k, v in sorted(model.items()) if not isinstance(v, dict)})
+    flat.update({f"views.{k}": scalar(v) for k, v in sorted(dataclasses.asdict(views.config).items())})
+    return flat
 
 
 def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> PretrainResult:
     """Run (or continue) a DoRA pretraining described by `recipe`; returns what it did."""
     recipe.validate()
     accelerator = accelerator or make_accelerator(recipe)
+    check_supported(accelerator, recipe)
+    if recipe.push_to_hub:
+        check_push_target(recipe.hub_model_id)
     output_dir = prepare_output_dir(recipe, accelerator)
     set_seed(recipe.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
 
     config = build_model_config(recipe)
     views = build_views(recipe)
-    info = read_prepare_info(recipe.dataset, recipe.dataset_revision)
-    clips = count_clips(info, recipe.frames_per_clip, recipe.clip_step)
-    global_batch = recipe.batch_size_per_device * world
-    steps_per_epoch = recipe.steps_per_epoch or max(1, clips // global_batch)
+    with accelerator.main_process_first():  # the first opening converts the shards into the cache
+        reader, loader, plan = build_clip_loader(recipe, rank, world, accelerator.device)
+    accumulation = recipe.gradient_accumulation_steps
+    global_batch = recipe.batch_size_per_device * world * accumulation
+    steps_per_epoch = recipe.steps_per_epoch or max(1, plan.clips_per_epoch // global_batch)
     total_steps = recipe.max_steps or max(1, round(recipe.epochs * steps_per_epoch))
 
     student_model, teacher = build_student_and_teacher(config)
     loss_fn = build_loss(recipe, config)
     schedules = build_schedules(recipe, global_batch, total_steps / steps_per_epoch, steps_per_epoch)
-
-    stream, loader = build_clip_loader(recipe, rank, world, accelerator.device)
 
     student = MultiViewStudent(student_model)
     optimizer = build_optimizer(student_model, accelerator.device)
@@ -243,20 +388,25 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
         seed=recipe.seed,
     )
 
+    resumed_from: Path | None = None
     if recipe.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(recipe.resume_from_checkpoint, output_dir)
-        accelerator.load_state(str(checkpoint))
+        from .checkpoints import agree_on_checkpoint, load_checkpoint
+
+        exact = not recipe.resume_inexact
+        checkpoint = agree_on_checkpoint(accelerator, recipe.resume_from_checkpoint, output_dir, exact=exact)
+        load_checkpoint(accelerator, checkpoint)
         rank_state = load_rank_state(checkpoint, rank)
+        resumed_from = checkpoint
         step_fn.view_generator.set_state(rank_state["view_generator"])
         step_fn.head_generator.set_state(rank_state["head_generator"])
-        stream.load_state_dict(rank_state["data"])
+        reader.load_state_dict(rank_state["data"])
         accelerator.print(f"resumed from {checkpoint} at step {run_state.step}")
 
     def checkpoint_now() -> Path:
         rank_state = {
             "view_generator": step_fn.view_generator.get_state(),
             "head_generator": step_fn.head_generator.get_state(),
-            "data": stream.state_dict(),
+            "data": reader.state_dict(),
         }
         return save_checkpoint(
             accelerator,
@@ -264,19 +414,21 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
             run_state.step,
             rank_state,
             config.to_dict(),
-            dataclasses.asdict(recipe),
+            {**dataclasses.asdict(recipe), "mixed_precision": accelerator.mixed_precision},  # as resolved
             recipe.checkpoints_total_limit,
         )
 
     accelerator.print(
         f"DoRA pretraining: {world} process(es) on {accelerator.device.type}, global batch {global_batch} clips "
-        f"({recipe.batch_size_per_device} per process) of {recipe.frames_per_clip} frames, "
-        f"{clips} clips/epoch -> {steps_per_epoch} steps/epoch, {total_steps} steps, precision {recipe.mixed_precision}, "
+        f"({recipe.batch_size_per_device} per process"
+        f"{f' x {accumulation} accumulated micro-batches' if accumulation > 1 else ''}) of {recipe.frames_per_clip} frames, "
+        f"{plan.clips_per_epoch} clips/epoch (one per source-frame start; {plan.distinct_clips} distinct) -> "
+        f"{steps_per_epoch} steps/epoch, {total_steps} steps, precision {accelerator.mixed_precision}, "
         f"model {config.hidden_size}x{config.num_hidden_layers} ({config.num_attention_heads} heads), "
-        f"k={config.num_objects} objects"
+        f"k={config.num_objects} objects; data: {plan.mode}"
     )
     if recipe.report_to != "none":
-        accelerator.init_trackers("dora-hf", config={k: v for k, v in dataclasses.asdict(recipe).items() if not isinstance(v, dict)})
+        accelerator.init_trackers("dora-hf", config=tracker_config(recipe, config, views))
 
     result = PretrainResult(
         steps=run_state.step, export_dir=None, last_checkpoint=None, teacher=teacher, loss_fn=loss_fn
@@ -286,11 +438,11 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
     window_steps = 0
     nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
     window_start = time.perf_counter()
-    batches = endless_batches(loader, stream)
+    batches = endless_batches(loader, reader)
 
     def check_finite() -> None:
         if bool(nonfinite):  # host sync, only at logging and checkpoint time
-            last = result.last_checkpoint or "none yet"
+            last = result.last_checkpoint or resumed_from or "none yet"
             raise TrainingDiverged(
                 f"loss became NaN or infinite before step {run_state.step}; stopped without saving. "
                 f"Last good checkpoint: {last}. Lower the learning rate or use fp32 / bf16."
@@ -307,9 +459,10 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
 
     with GracefulInterrupt(announce=accelerator.is_main_process) as interrupt:
         while run_state.step < total_steps and not stop_requested(interrupt):
-            batch = next(batches)
-            output = step_fn(batch["frames"], run_state.step)
-            stream.mark_consumed(batch)
+            micro_batches = [next(batches) for _ in range(accumulation)]
+            output = step_fn([b["frames"] for b in micro_batches], run_state.step)
+            for batch in micro_batches:
+                reader.mark_consumed(batch)
             nonfinite |= ~torch.isfinite(output.loss)
             window_loss += output.loss
             window_steps += 1
@@ -347,12 +500,19 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
 
     from ..export import export_checkpoint
 
-    export_dir = Path(recipe.export_dir) if recipe.export_dir else output_dir / "export"
+    export_dir = recipe.export_path
     if accelerator.is_main_process:
-        export_checkpoint(result.last_checkpoint, export_dir, overwrite=True)
+        export_checkpoint(result.last_checkpoint, export_dir, overwrite=recipe.may_replace_export)
         accelerator.print(f"exported the teacher to {export_dir}")
     accelerator.wait_for_everyone()
     result.export_dir = export_dir
+    if recipe.push_to_hub and accelerator.is_main_process:
+        from ..hub import plan_upload, push
+
+        url = push(plan_upload(export_dir, recipe.hub_model_id, "model"))
+        accelerator.print(f"pushed {export_dir} to {recipe.hub_model_id}: {url}")
+    accelerator.wait_for_everyone()
+    release_folder(output_dir)  # the run, its export and its push are done: the folder is free again
     accelerator.end_training()
     trend = result.loss_trend()
     if trend is not None:

@@ -11,6 +11,7 @@ frames, objects or crops, and no host sync inside the step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -122,14 +123,60 @@ class DoraTrainingStep:
         """Views built on the frames' device (the accelerator when there is one)."""
         return self.views(frames, self.view_generator)
 
-    def __call__(self, frames: torch.Tensor, step: int, return_tracks: bool = False) -> StepOutput:
-        """Run one optimisation step on a batch of uint8 clips `(B, T, 3, H, W)`."""
+    def __call__(
+        self, frames: torch.Tensor | Sequence[torch.Tensor], step: int, return_tracks: bool = False
+    ) -> StepOutput:
+        """Run one optimisation step on uint8 clips `(B, T, 3, H, W)`, or on a list of such
+        micro-batches accumulated into one step (as many as the accelerator's
+        `gradient_accumulation_steps`).
+
+        Accumulated micro-batches make the same step as their concatenation: the loss is a mean
+        per micro-batch that `accelerator.backward` divides by their number, all micro-batches
+        share one draw of tracked heads and the center before the step, and the center and the EMA
+        are updated once, after the optimiser step, from the teacher outputs of all of them.
+        """
+        micro_batches = [frames] if isinstance(frames, torch.Tensor) else list(frames)
+        if len(micro_batches) != self.accelerator.gradient_accumulation_steps:
+            raise ValueError(
+                f"got {len(micro_batches)} micro-batch(es) for gradient_accumulation_steps="
+                f"{self.accelerator.gradient_accumulation_steps}"
+            )
         epoch = step / self.steps_per_epoch
         learning_rate = self.schedules.learning_rate(step)
         weight_decay = self.schedules.weight_decay(step)
         momentum = self.schedules.teacher_momentum(step)
         set_optimizer_hyperparameters_(self.optimizer, learning_rate, weight_decay)
 
+        self.optimizer.zero_grad(set_to_none=True)
+        head_state = self.head_generator.get_state()
+        teacher_logits_seen: list[torch.Tensor] = []
+        losses: list[torch.Tensor] = []
+        for micro_batch in micro_batches:
+            self.head_generator.set_state(head_state)  # one head draw per optimiser step
+            with self.accelerator.accumulate(self.student):
+                loss, teacher_logits, tracks = self._forward_backward(micro_batch, epoch, return_tracks)
+            teacher_logits_seen.append(teacher_logits)
+            losses.append(loss)
+
+        if self.clip_grad:
+            self.accelerator.unscale_gradients(self.optimizer)
+            clip_gradients_per_parameter_(self.student_model.parameters(), self.clip_grad)
+        cancel_last_layer_gradients_(self.student_model, epoch, self.freeze_last_layer)
+        self.optimizer.step()
+        self.loss_fn.update_center(torch.cat(teacher_logits_seen))
+        ema_update_(self.teacher, self.student_model, momentum)
+        return StepOutput(
+            loss=torch.stack(losses).mean(),
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            teacher_momentum=momentum,
+            tracks=tracks if return_tracks else None,
+        )
+
+    def _forward_backward(
+        self, frames: torch.Tensor, epoch: float, return_tracks: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, DoraTrackingOutput]:
+        """Views, teacher, tracking head, student and loss of one micro-batch, then its backward."""
         views = self.make_views(frames.to(self.accelerator.device, non_blocking=True))
         global_views, local_views = views.global_views, views.local_views
         batch, frames_per_clip = global_views.shape[:2]
@@ -149,20 +196,7 @@ class DoraTrainingStep:
 
             # Student: the k masked views of every frame and its L local views, one call.
             masked_logits, local_logits = self.student(global_views, tracks.view_patch_masks, local_views)
-            loss = self.loss_fn(teacher_logits, masked_logits, local_logits, epoch)
+            loss = self.loss_fn(teacher_logits, masked_logits, local_logits, epoch, update_center=False)
 
-        self.optimizer.zero_grad(set_to_none=True)
         self.accelerator.backward(loss)
-        if self.clip_grad:
-            self.accelerator.unscale_gradients(self.optimizer)
-            clip_gradients_per_parameter_(self.student_model.parameters(), self.clip_grad)
-        cancel_last_layer_gradients_(self.student_model, epoch, self.freeze_last_layer)
-        self.optimizer.step()
-        ema_update_(self.teacher, self.student_model, momentum)
-        return StepOutput(
-            loss=loss.detach(),
-            learning_rate=learning_rate,
-            weight_decay=weight_decay,
-            teacher_momentum=momentum,
-            tracks=tracks if return_tracks else None,
-        )
+        return loss.detach(), teacher_logits, tracks
