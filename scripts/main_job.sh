@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install the project (CPU torch first) and run the main job.
+# Install the project with what the demo uses (CPU torch first, then the `train` extra, which
+# includes `data`) and run the main job: prepare-data, pretraining, export, reloading, drawing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup_env.sh
+scripts/setup_env.sh train
 exec .venv/bin/python -m dora_hf.demo "$@"

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Create .venv with the CPU build of torch installed first (a bare `torch` requirement would
 # otherwise pull a multi-GB CUDA build), then the project with the pinned stack.
-# Usage: scripts/setup_env.sh [EXTRAS]   e.g. scripts/setup_env.sh dev
+# Usage: scripts/setup_env.sh [EXTRAS]   e.g. scripts/setup_env.sh train
+# EXTRAS (comma-separated; none: the core install, enough to load and run saved models):
+#   data (prepare-data, verify-data, visualize), train (pretraining, export; includes data),
+#   eval (dora-hf eval; includes data), all, dev (all + pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"

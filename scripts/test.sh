@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the project with its test extras and run the whole test suite.
+# Install the project with every extra and pytest (`dev`) and run the whole test suite.
 # pytest's own exit status is returned unchanged (5 = no tests collected is a failure).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,12 +14,15 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import DoraUserError
-from .modeling import DoraConfig, DoraForPreTraining, DoraImageProcessor, DoraModel
 from .staged_folder import staged_folder
+
+if TYPE_CHECKING:  # imported where used, so that `dora-hf convert-reference --help` needs neither
+    import torch
+
+    from .modeling import DoraConfig
 
 BACKBONE_RENAMES: list[tuple[str, str]] = [
     (r"^cls_token$", "embeddings.cls_token"),
@@ -77,6 +80,8 @@ def load_reference_checkpoint(path: str | os.PathLike) -> dict:
             f"{path} is not a PyTorch checkpoint (a .pth file is a zip archive or a pickle; "
             f"this one starts with {head!r})"
         )
+    import torch
+
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -93,6 +98,8 @@ def load_reference_checkpoint(path: str | os.PathLike) -> dict:
 
 def select_state_dict(checkpoint: dict, which: str, source: str) -> dict[str, torch.Tensor]:
     """The `teacher` or `student` state dict of a reference checkpoint, or a bare state dict."""
+    import torch
+
     if not isinstance(checkpoint, dict):
         raise DoraUserError(f"{source}: expected a dict of weights, found {type(checkpoint).__name__}")
     if which in checkpoint:
@@ -195,6 +202,8 @@ def missing_tensors(backbone: dict, head: dict | None, depth: int) -> list[str]:
 
 def infer_config(backbone: dict, head: dict, num_attention_heads: int | None, **overrides) -> DoraConfig:
     """Architecture from tensor shapes; heads default to DINO's 64 channels per head."""
+    from .modeling import DoraConfig
+
     hidden = backbone["embeddings.cls_token"].shape[-1]
     patch = backbone["embeddings.patch_embeddings.projection.weight"].shape[-1]
     grid = int(round((backbone["embeddings.position_embeddings"].shape[1] - 1) ** 0.5))
@@ -237,6 +246,8 @@ def convert_reference_checkpoint(
     `stated_depth`): a block missing from the weights is an error, never a shallower model, unless
     `num_hidden_layers` asks for exactly the blocks present.
     """
+    from .modeling import DoraForPreTraining, DoraImageProcessor, DoraModel
+
     if which not in WHICH:
         raise DoraUserError(f"--which must be one of {WHICH}, got {which!r}")
     output_dir = Path(output_dir)

@@ -10,20 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import DoraUserError
-from .backbone import Backbone, load_backbone
-from .davis import DAVIS_SHORT_SIDE, BackbonePatchFeatures, evaluate_davis
-from .davis_folder import read_davis
-from .features import FeatureSet, default_cache_dir, load_or_extract_features
-from .image_dataset import ImageSplit, open_image_split
-from .knn import DINO_K_VALUES, DINO_TEMPERATURE, knn_votes, ranked_classes
-from .label_propagation import PropagationSettings
-from .linear_probe import LinearProbeSettings, train_linear_probe
-from .metric_modules import TOPK_ACCURACY, load_metric
+from .protocols import DAVIS_SHORT_SIDE, DINO_K_VALUES, DINO_TEMPERATURE, LinearProbeSettings, PropagationSettings
 from .results import make_results, write_results
+
+# The evaluation itself (torch, transformers, datasets, evaluate) is imported by the functions
+# that run it, so that `dora-hf eval ... --help` and argument errors need none of them.
+if TYPE_CHECKING:
+    from .backbone import Backbone
+    from .features import FeatureSet
+    from .image_dataset import ImageSplit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_knn(args: argparse.Namespace) -> dict:
+    from .knn import knn_votes, ranked_classes
+    from .metric_modules import TOPK_ACCURACY, load_metric
+
     if any(k < 1 for k in args.k) or not args.temperature > 0:
         raise DoraUserError("--k values must be >= 1 and --temperature > 0")
     backbone = _backbone(args)
@@ -152,6 +153,10 @@ def _check_two_classes(task: str, train: FeatureSet, split: ImageSplit) -> None:
 
 
 def run_linear(args: argparse.Namespace) -> dict:
+    from .knn import ranked_classes
+    from .linear_probe import train_linear_probe
+    from .metric_modules import TOPK_ACCURACY, load_metric
+
     if args.n_last_blocks < 1 or args.epochs < 1:
         raise DoraUserError("--n-last-blocks and --epochs must be >= 1")
     backbone = _backbone(args)
@@ -192,6 +197,9 @@ def run_linear(args: argparse.Namespace) -> dict:
 
 
 def run_davis(args: argparse.Namespace) -> dict:
+    from .davis import BackbonePatchFeatures, evaluate_davis
+    from .davis_folder import read_davis
+
     try:
         settings = PropagationSettings(
             context_frames=args.context_frames, top_k=args.top_k, radius=args.radius, temperature=args.temperature
@@ -263,6 +271,10 @@ def _output_arguments(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def _backbone(args: argparse.Namespace) -> Backbone:
+    import torch
+
+    from .backbone import load_backbone
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     return load_backbone(args.model, revision=args.model_revision, device=device)
 
@@ -271,6 +283,9 @@ def _train_test_features(
     backbone: Backbone, args: argparse.Namespace, n_last_blocks: int
 ) -> tuple[FeatureSet, FeatureSet, ImageSplit, ImageSplit]:
     """Features of the training and scored splits, with the scored labels mapped onto the training classes."""
+    from .features import default_cache_dir, load_or_extract_features
+    from .image_dataset import open_image_split
+
     common = dict(
         dataset=args.dataset, image_column=args.image_column, label_column=args.label_column,
         config=args.dataset_config, data_dir=args.data_dir, revision=args.dataset_revision, streaming=args.streaming,

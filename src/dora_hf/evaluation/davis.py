@@ -25,12 +25,11 @@ from .backbone import Backbone
 from .davis_folder import DavisSequence, read_label_map
 from .label_propagation import PropagationSettings, first_frame_labels, labels_to_mask, propagate_labels
 from .metric_modules import JACCARD_F, load_metric
+from .protocols import DAVIS_SHORT_SIDE
 from .region_boundary import VOID_LABEL
 
 FeatureFunction = Callable[[np.ndarray], torch.Tensor]
 """`(H, W, 3)` uint8 RGB frame -> `(h, w, d)` patch features on a grid of the frame's aspect."""
-
-DAVIS_SHORT_SIDE = 480
 
 
 class BackbonePatchFeatures:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-DINO_K_VALUES = (10, 20, 100, 200)
-DINO_TEMPERATURE = 0.07
+from .protocols import DINO_K_VALUES, DINO_TEMPERATURE
 
 
 @torch.inference_mode()

@@ -16,36 +16,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-
-@dataclass(frozen=True)
-class PropagationSettings:
-    """The protocol's parameters.
-
-    The defaults are the protocol as DINO describes it (a queue of 20 frames, top-7, radius
-    12, temperature 0.7). DINO's released ``eval_video_segmentation.py`` defaults to 7 previous
-    frames, top-5 and a temperature of 0.1: ``PropagationSettings(7, 5, 12, 0.1)``.
-    """
-
-    context_frames: int = 20
-    """Previous frames kept in the queue, besides the first frame."""
-    top_k: int = 7
-    """Source patches each target patch takes its label from."""
-    radius: int = 12
-    """Sources must lie within this many patches of the target, on both axes; 0: anywhere."""
-    temperature: float = 0.7
-    target_chunk: int = 1024
-    """Target patches per similarity matrix, to bound memory on large grids."""
-
-    def __post_init__(self) -> None:
-        if self.context_frames < 0 or self.top_k < 1 or self.radius < 0 or not self.temperature > 0:
-            raise ValueError(f"invalid propagation settings: {self}")
+from .protocols import PropagationSettings
 
 
 def first_frame_labels(annotation: np.ndarray, grid: tuple[int, int], num_objects: int) -> torch.Tensor:

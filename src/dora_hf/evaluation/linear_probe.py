@@ -15,15 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class LinearProbeSettings:
-    epochs: int = 100
-    batch_size: int = 256
-    learning_rate: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    seed: int = 0
+from .protocols import LinearProbeSettings
 
 
 @dataclass

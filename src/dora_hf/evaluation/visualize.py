@@ -12,18 +12,17 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from ..errors import DoraUserError
-from ..modeling import DoraTrackingOutput
-from .backbone import load_backbone
-from .frame_input import read_frames
-from .mask_figure import clip_to_pixel_values, draw_tracking_grid, to_uint8_frames, tracking_scores
-from .track_animation import draw_animation_frames, save_gif
-from .tracker_features import last_block_features, read_tracker_features, tracking_head_for
+
+# The drawing itself (torch, transformers, numpy) is imported by the functions that do it, so
+# that `dora-hf visualize --help` and argument errors need none of them.
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from ..modeling import DoraTrackingOutput
 
 OUTPUT_SUFFIXES = (".gif", ".png")
 
@@ -53,6 +52,14 @@ def visualize(
     device: str | torch.device = "cpu",
 ) -> Visualization:
     """Track objects through frames of ``source`` with ``model`` and draw them to ``out`` (.gif or .png)."""
+    import torch
+
+    from .backbone import load_backbone
+    from .frame_input import read_frames
+    from .mask_figure import clip_to_pixel_values, draw_tracking_grid, to_uint8_frames, tracking_scores
+    from .track_animation import draw_animation_frames, save_gif
+    from .tracker_features import read_tracker_features, tracking_head_for
+
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DoraUserError(f"--out {out}: must end in .gif (animation) or .png (grid)")
@@ -93,6 +100,10 @@ def visualize(
 
 def attention_maps(model: torch.nn.Module, pixel_values: torch.Tensor, size: int, interpolate: bool) -> np.ndarray:
     """`(T, h, size, size)` last-block [CLS] attention of every head, upsampled to the frame."""
+    import torch.nn.functional as F
+
+    from .tracker_features import last_block_features
+
     features = last_block_features(model, pixel_values, interpolate)
     patch = int(model.config.patch_size)
     grid = (size // patch, size // patch)
@@ -127,6 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     if args.heads is not None and args.objects is None:
         args.objects = len(args.heads)
     result = visualize(
