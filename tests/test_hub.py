@@ -384,7 +384,7 @@ def test_push_dry_run_lists_exactly_what_is_uploaded(exported_model, tmp_path, c
     (model / "__pycache__" / "modeling_dora.cpython-311.pyc").write_bytes(b"x")
     monkeypatch.chdir(tmp_path)
     assert cli.main(dry_run[1:]) == 0
-    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.startswith("  ")]
     assert "README.md" in listed and "model.safetensors" in listed and not any("pycache" in p for p in listed)
 
     hub = RecordingHub(monkeypatch)
@@ -405,6 +405,32 @@ def test_push_dataset_folder(tiny_frames_dataset, monkeypatch, capsys):
     assert files == ["README.md", "data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet", "prepare_info.json"]
     assert hub.calls[1][1]["repo_type"] == "dataset"
     assert "pushed 4 files" in capsys.readouterr().out
+
+
+def test_push_dry_run_says_how_a_large_dataset_goes_up(tiny_frames_dataset, monkeypatch, capsys):
+    argv = ["push", str(tiny_frames_dataset), "--repo-id", DATASET_REPO, "--repo-type", "dataset"]
+    monkeypatch.setattr("dora_hf.hub.xet_available", lambda: True)
+    assert cli.main(argv + ["--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "upload: streamed with hf_xet; running the same push again resumes an interrupted one"
+    )
+    monkeypatch.setattr("dora_hf.hub.LARGE_FOLDER_FILES", 3)  # the 4-file folder counts as large
+    assert cli.main(argv + ["--dry-run"]) == 0
+    assert "streamed with hf_xet, committed in batches (a large folder: 4 files," in capsys.readouterr().out
+
+    monkeypatch.setattr("dora_hf.hub.xet_available", lambda: False)
+    assert cli.main(argv + ["--dry-run"]) == 0
+    assert "one commit of 4 files" in capsys.readouterr().out.splitlines()[-1]
+    hub = RecordingHub(monkeypatch)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    assert cli.main(argv) == 0
+    assert [name for name, _ in hub.calls] == ["create_repo", "upload_folder"]
+    err = capsys.readouterr().err
+    assert "warning: upload: one commit of 4 files" in err and "pip install hf_xet" in err
+
+    monkeypatch.setattr("dora_hf.hub.LARGE_FOLDER_FILES", 100)  # small again: no warning
+    assert cli.main(argv) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -5,14 +5,20 @@ no upload: the folder exists and is what `--repo-type` says (a `dora-hf export` 
 `dora-hf prepare-data` dataset folder), its card's metadata parses, a dataset's shards match its
 manifest (names, sizes, rows and sha256: nothing missing, extra, truncated or altered is
 uploaded), the repo id is `ORG/NAME` and a token is available. `--dry-run` prints exactly the
-files `upload_folder` would send and contacts nobody. The upload itself is `huggingface_hub`'s
-`create_repo` (+ `create_branch`) and `upload_folder`.
+files `upload_folder` would send, and how they go up, and contacts nobody. The upload itself is
+`huggingface_hub`'s `create_repo` (+ `create_branch`) and `upload_folder`. With `hf_xet` (a
+dependency of huggingface_hub >= 2.4, which has no separate `upload_large_folder`) `upload_folder`
+streams the files and commits a large folder in several batches, and running the same push again
+resumes an interrupted one; without it everything goes in one commit, which a large folder (see
+`LARGE_FOLDER_BYTES`) should not risk, so the push says so before it starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +38,13 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 MODEL_FILES = ("config.json", "preprocessor_config.json", "README.md")
 DATASET_FILES = ("README.md", "prepare_info.json")
 
+LARGE_FOLDER_BYTES = 1_000_000_000
+"""A folder above this size (or :data:`LARGE_FOLDER_FILES`) is large: about 16 shards at the prepare-data
+defaults, i.e. more than one hour-long tour, where an upload that must start over after a dropped
+connection costs real time."""
+LARGE_FOLDER_FILES = 100
+"""Files above which a folder is large: huggingface_hub's own single-commit path warns from 200."""
+
 
 @dataclass(frozen=True)
 class UploadPlan:
@@ -48,8 +61,27 @@ class UploadPlan:
     def total_bytes(self) -> int:
         return sum(size for _, size in self.files)
 
+    @property
+    def large(self) -> bool:
+        """Too big to entrust to a single, non-resumable commit (see :data:`LARGE_FOLDER_BYTES`)."""
+        return self.total_bytes > LARGE_FOLDER_BYTES or len(self.files) > LARGE_FOLDER_FILES
+
+    def method_line(self) -> str:
+        """How `upload_folder` will send this folder, as the dry run and a risky push say it."""
+        if xet_available():
+            size = f"{len(self.files)} files, {format_bytes(self.total_bytes)}"
+            batches = f", committed in batches (a large folder: {size})" if self.large else ""
+            return f"upload: streamed with hf_xet{batches}; running the same push again resumes an interrupted one"
+        if not self.large:
+            return "upload: one commit (hf_xet is not installed)"
+        return (
+            f"upload: one commit of {len(self.files)} files ({format_bytes(self.total_bytes)}), as hf_xet is not "
+            "installed: an interrupted push starts over and so large a commit may be refused; "
+            "pip install hf_xet for a resumable push in several commits"
+        )
+
     def describe(self, private: bool = False, revision: str | None = None) -> str:
-        """The dry-run listing: one line of intent, then one line per file."""
+        """The dry-run listing: one line of intent, one line per file, the manifest check, how it goes up."""
         visibility = "private " if private else ""
         head = (
             f"would upload {len(self.files)} files ({format_bytes(self.total_bytes)}) from {self.folder} "
@@ -57,7 +89,7 @@ class UploadPlan:
         )
         width = max(len(path) for path, _ in self.files)
         lines = [head] + [f"  {path:<{width}}  {format_bytes(size):>9}" for path, size in self.files]
-        return "\n".join(lines + ([self.verified_line()] if self.verified else []))
+        return "\n".join(lines + ([self.verified_line()] if self.verified else []) + [self.method_line()])
 
     def verified_line(self) -> str:
         """What the manifest check found, for a dataset."""
@@ -66,6 +98,15 @@ class UploadPlan:
             return ""
         checked = "names, sizes, rows and sha256" if report.hashed else "names, sizes and rows"
         return f"{report.shards} shard(s) ({report.rows} rows) match the manifest: {checked} checked in {report.seconds:.1f} s"
+
+
+def xet_available() -> bool:
+    """Whether `upload_folder` takes its streamed, multi-commit, resumable path (it needs hf_xet)."""
+    try:
+        from huggingface_hub.utils._runtime import is_xet_available
+    except ImportError:
+        return importlib.util.find_spec("hf_xet") is not None
+    return bool(is_xet_available())
 
 
 def format_bytes(size: int) -> str:
@@ -200,6 +241,8 @@ def push(
         )
     api = HfApi(token=token)
     message = commit_message or f"Upload {plan.folder.name} with dora-hf push"
+    if plan.large and not xet_available():
+        print(f"warning: {plan.method_line()}", file=sys.stderr)
     try:
         api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=private, exist_ok=True)
         if revision and revision != "main":
@@ -226,7 +269,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
     parser.add_argument("--revision", metavar="BRANCH", default=None, help="branch to commit to (created from main if missing)")
     parser.add_argument("--commit-message", default=None, help="message of the upload commit")
-    parser.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded and stop")
+    parser.add_argument("--dry-run", action="store_true", help="list the files that would be uploaded, and how, and stop")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """Decode long videos once into a streamable dataset folder of parquet frame shards.
 
-``dora-hf prepare-data VIDEO [VIDEO...] --out DIR`` decodes each video sequentially, keeps
+``dora-hf prepare-data VIDEO [VIDEO...] --out DIR`` (files, http(s) URLs or ``--source-list FILE``,
+see `sources`) decodes each video sequentially, keeps
 every n-th frame (n divides the clip step, so clips with the reference spacing can be
 assembled from kept rows while streaming), shrinks it to a short side, compresses it, and
 writes parquet shards ordered by time with a dataset card. The format is described in
@@ -21,7 +22,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -36,7 +37,9 @@ from tqdm.auto import tqdm
 
 from ..errors import DoraUserError
 from ..staged_folder import staged_folder
+from .integrity import MIN_STRETCH_SECONDS, Stretch, StretchFilter
 from .manifest import HashingFile
+from .sources import default_download_dir, resolve_sources
 from .video_source import VideoInfo, decode_frames, format_duration, probe_video
 
 FRAME_FEATURES = Features(
@@ -91,6 +94,10 @@ class PrepareOptions:
     frames_per_shard: int = 2000
     license: str = "cc-by-4.0"
     pretty_name: str | None = None
+    keep_blank: bool = False
+    """Keep blank and frozen stretches in the dataset (they are still reported)."""
+    min_gap_seconds: float = MIN_STRETCH_SECONDS
+    """Shortest blank or frozen stretch that is reported and left out."""
 
     def validate(self) -> None:
         """Reject impossible values before any video is opened."""
@@ -109,6 +116,7 @@ class PrepareOptions:
             ),
             (1 <= self.quality <= 100, f"--quality must be within 1..100 (got {self.quality})"),
             (self.frames_per_shard >= 1, f"--frames-per-shard must be at least 1 (got {self.frames_per_shard})"),
+            (self.min_gap_seconds > 0, f"--min-gap-seconds must be positive (got {self.min_gap_seconds})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -171,6 +179,11 @@ class VideoSummary:
     ``keep_every / fps``, as a fraction of the nominal one (0 for a constant frame rate)."""
     uneven_frame_intervals: int = 0
     """Kept-frame intervals off the nominal one beyond :data:`FRAME_INTERVAL_TOLERANCE`."""
+    source_video_id: str = ""
+    """The source file's stem; differs from ``video_id`` for the later parts of a video that blank or
+    frozen stretches were cut out of (``venice@2``, ...): each part is a video of its own for the readers."""
+    first_frame_index: int = 0
+    """Source frame of the part's first row; ``decoded_frames`` counts the source frames the part spans."""
 
 
 class FrameSpacing:
@@ -245,6 +258,8 @@ class PrepareSummary:
     num_bytes: int
     decoded_frames: int
     seconds: float
+    sources: list[dict] = field(default_factory=list)
+    """Per source video: its parts and the stretches left out (or kept with --keep-blank)."""
 
     @property
     def frames_per_second(self) -> float:
@@ -469,11 +484,18 @@ def _write_dataset(
     started = time.perf_counter()
     writer = ShardWriter(tmp_dir / "data", options.frames_per_shard)
     try:
-        summaries = []
+        summaries: list[VideoSummary] = []
+        sources: list[dict] = []
         for plan in plans:
             say(f"{plan.info.path.name}: {plan.info.describe()}")
             say(f"{plan.info.path.name}: {plan.describe()}")
-            summaries.append(_write_video(plan, options, writer, progress, say))
+            parts, source = _write_video(plan, options, writer, progress, say)
+            taken = {v.video_id for v in summaries} | {p.info.video_id for p in plans if p is not plan}
+            clash = [part.video_id for part in parts[1:] if part.video_id in taken]
+            if clash:  # readers key on video_id: a part must not take another video's id
+                raise DoraUserError(f"{plan.info.path}: its part {clash[0]!r} has the video_id of another video; rename that file")
+            summaries.extend(parts)
+            sources.append(source)
         shards = writer.finish()
         seconds = time.perf_counter() - started
         summary = PrepareSummary(
@@ -483,8 +505,9 @@ def _write_dataset(
             shards=shards,
             num_rows=writer.num_rows,
             num_bytes=writer.num_bytes,
-            decoded_frames=sum(v.decoded_frames for v in summaries),
+            decoded_frames=sum(s["decoded_frames"] for s in sources),
             seconds=seconds,
+            sources=sources,
         )
         _write_info(tmp_dir / "prepare_info.json", summary)
         render_dataset_card(summary).save(tmp_dir / "README.md")
@@ -494,16 +517,54 @@ def _write_dataset(
     return summary
 
 
+@dataclass
+class _Part:
+    """A run of stored rows of one video between left-out stretches."""
+
+    video_id: str
+    first_row: int
+    first_frame_index: int
+    last_frame_index: int = -1
+    kept: int = 0
+    cut: bool = False
+    """True when frames after it were left out, so it ends one kept interval after its last row."""
+
+
 def _write_video(
     plan: VideoPlan, options: PrepareOptions, writer: ShardWriter, progress: bool, say: Callable[[str], None]
-) -> VideoSummary:
-    """Decode one video, keep every n-th frame, append its rows; warn if the kept frames are unevenly spaced."""
+) -> tuple[list[VideoSummary], dict]:
+    """Decode one video, keep every n-th frame, append its rows; warn if the kept frames are unevenly spaced.
+
+    Blank and frozen stretches are held back by a :class:`StretchFilter` and, unless
+    ``--keep-blank``, left out; the rows around them become separate parts (``id``, ``id@2``, ...),
+    so that rows of one video id stay consecutive kept frames. Returns one summary per part and
+    the video's record for ``prepare_info.json``'s ``sources``.
+    """
     info = plan.info
     spacing = FrameSpacing(plan.keep_every / info.fps)
     size = stored_size(info.width, info.height, options.short_side)
     extension = IMAGE_FORMATS[options.image_format][1]
-    first_row = writer.num_rows
-    decoded = kept = 0
+    stretch_filter: StretchFilter[dict] = StretchFilter(plan.keep_every / info.fps, options.min_gap_seconds)
+    parts: list[_Part] = []
+    decoded = 0
+
+    def store(released: list[tuple[dict, str | None]]) -> None:
+        """Write the decided rows; a left-out row closes the current part."""
+        for row, kind in released:
+            if kind is not None and not options.keep_blank:
+                if parts:
+                    parts[-1].cut = True
+                continue
+            if not parts or parts[-1].cut:
+                part_id = info.video_id if not parts else f"{info.video_id}@{len(parts) + 1}"
+                parts.append(_Part(part_id, writer.num_rows, row["frame_index"]))
+            part = parts[-1]
+            row["video_id"] = part.video_id
+            row["image"]["path"] = f"{part.video_id}-{row['frame_index']:08d}.{extension}"
+            writer.add(row)
+            part.kept += 1
+            part.last_frame_index = row["frame_index"]
+
     with tqdm(
         total=info.num_frames,
         desc=info.video_id,
@@ -526,29 +587,66 @@ def _write_video(
                 )
             spacing.add(decoded_frame.timestamp, float(frame.time_base) if frame.time_base else 0.0)
             image = frame_to_image(frame, size)
-            writer.add(
-                {
-                    "image": {
-                        "bytes": encode_image(image, options.image_format, options.quality),
-                        "path": f"{info.video_id}-{decoded_frame.index:08d}.{extension}",
-                    },
-                    "video_id": info.video_id,
-                    "frame_index": decoded_frame.index,
-                    "timestamp": decoded_frame.timestamp,
-                    "source_fps": info.fps,
-                    "keep_every": plan.keep_every,
-                    "width": image.width,
-                    "height": image.height,
-                }
-            )
-            kept += 1
+            row = {  # video_id and the image path are set when the row is stored, per part
+                "image": {"bytes": encode_image(image, options.image_format, options.quality), "path": ""},
+                "video_id": info.video_id,
+                "frame_index": decoded_frame.index,
+                "timestamp": decoded_frame.timestamp,
+                "source_fps": info.fps,
+                "keep_every": plan.keep_every,
+                "width": image.width,
+                "height": image.height,
+            }
+            store(stretch_filter.push(decoded_frame.index, decoded_frame.timestamp, image, row))
+        store(stretch_filter.finish())
     check_long_enough(plan, decoded)
     warning = spacing.warning(info.path)
     if warning:
         say(warning)
+    for stretch in stretch_filter.stretches:
+        fate = "kept (--keep-blank)" if options.keep_blank else "left out (--keep-blank keeps it)"
+        say(f"warning: {info.path}: {stretch.describe()}: {fate}")
+    if not parts:
+        raise DoraUserError(
+            f"{info.path}: every kept frame is in a blank or frozen stretch "
+            f"({'; '.join(s.describe() for s in stretch_filter.stretches)}), so nothing is left of it; "
+            "--keep-blank keeps such stretches"
+        )
+    summaries = [_part_summary(plan, part, decoded, size, spacing) for part in parts]
+    stretches = [s.to_dict() for s in stretch_filter.stretches]
+    source = {
+        "video_id": info.video_id,
+        "file": info.path.name,
+        "decoded_frames": decoded,
+        "duration_s": decoded / info.fps,
+        "parts": [
+            {
+                "video_id": part.video_id,
+                "first_frame_index": part.first_frame_index,
+                "last_frame_index": part.last_frame_index,
+                "kept_frames": part.kept,
+            }
+            for part in parts
+        ],
+        "left_out": [] if options.keep_blank else stretches,
+        "kept_stretches": stretches if options.keep_blank else [],
+    }
+    return summaries, source
+
+
+def _part_summary(
+    plan: VideoPlan, part: _Part, decoded: int, size: tuple[int, int], spacing: FrameSpacing
+) -> VideoSummary:
+    """A part's summary. Its ``decoded_frames`` are the source frames it spans: up to the video's end,
+    or one kept interval past its last row when a stretch was left out after it. Readers count a
+    part's clips from that (one per source-frame start), so no clip starts in a left-out stretch."""
+    info = plan.info
+    end = part.last_frame_index + plan.keep_every if part.cut else decoded
+    source_frames = end - part.first_frame_index
     rows_per_step = plan.clip_step // plan.keep_every
+    kept = part.kept
     return VideoSummary(
-        video_id=info.video_id,
+        video_id=part.video_id,
         file=info.path.name,
         codec=info.codec,
         width=info.width,
@@ -556,18 +654,20 @@ def _write_video(
         fps=info.fps,
         declared_frames=info.num_frames,
         frame_count_exact=info.frame_count_exact,
-        duration_s=decoded / info.fps,
+        duration_s=source_frames / info.fps,
         size_bytes=info.size_bytes,
         clip_step=plan.clip_step,
         keep_every=plan.keep_every,
-        decoded_frames=decoded,
+        decoded_frames=source_frames,
         kept_frames=kept,
-        first_row=first_row,
+        first_row=part.first_row,
         stored_width=size[0],
         stored_height=size[1],
         clip_starts=max(0, kept - (plan.frames_per_clip - 1) * rows_per_step),
         frame_interval_spread=round(spacing.spread, 6),
         uneven_frame_intervals=spacing.uneven,
+        source_video_id=info.video_id,
+        first_frame_index=part.first_frame_index,
     )
 
 
@@ -593,12 +693,38 @@ def render_dataset_card(summary: PrepareSummary) -> DatasetCard:
         num_rows=summary.num_rows,
         num_shards=len(summary.shards),
         videos=[_video_row(v) for v in summary.videos],
-        total_duration=format_duration(sum(v.duration_s for v in summary.videos)),
+        num_sources=len(summary.sources) or len(summary.videos),
+        total_duration=format_duration(
+            sum(s["duration_s"] for s in summary.sources) if summary.sources else sum(v.duration_s for v in summary.videos)
+        ),
+        stretches=_stretch_rows(summary.sources),
+        keep_blank=options.keep_blank,
+        min_gap_seconds=f"{options.min_gap_seconds:g}",
         settings=_settings(options),
         options=options,
         frames_per_clip=options.frames_per_clip,
     )
     return DatasetCard.from_template(card_data, template_path=str(TEMPLATE_PATH), **template_kwargs)
+
+
+def _stretch_rows(sources: Sequence[dict]) -> list[dict]:
+    """The card's table of blank and frozen stretches, left out or kept, in time order per video."""
+    rows = []
+    for source in sources:
+        for fate, key in (("left out", "left_out"), ("kept", "kept_stretches")):
+            for stretch in source.get(key, []):
+                rows.append(
+                    {
+                        "video_id": source["video_id"],
+                        "kind": stretch["kind"],
+                        "start": format_duration(stretch["start_s"]),
+                        "end": format_duration(stretch["end_s"]),
+                        "frames": f"{stretch['first_frame_index']}-{stretch['last_frame_index']}",
+                        "kept_frames": stretch["frames"],
+                        "fate": fate,
+                    }
+                )
+    return rows
 
 
 def _video_row(video: VideoSummary) -> dict:
@@ -647,6 +773,7 @@ def _write_info(path: Path, summary: PrepareSummary) -> None:
         "decoded_frames": summary.decoded_frames,
         "seconds": round(summary.seconds, 3),
         "videos": [asdict(v) for v in summary.videos],
+        "sources": summary.sources,
         "shards": [asdict(s) for s in summary.shards],
     }
     path.write_text(json.dumps(info, indent=2) + "\n")
@@ -697,7 +824,18 @@ def _ordinal(n: int) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dora-hf prepare-data``."""
-    parser.add_argument("videos", nargs="+", metavar="VIDEO", help="source video files, in the order rows are written")
+    parser.add_argument(
+        "videos", nargs="*", metavar="VIDEO",
+        help="source video files or http(s) URLs, in the order rows are written (then those of --source-list)",
+    )
+    parser.add_argument(
+        "--source-list", action="append", default=[], metavar="FILE",
+        help="a file of video paths or URLs, one per line, # comments allowed (the WTour.txt form); repeatable",
+    )
+    parser.add_argument(
+        "--download-dir", type=Path, default=None, metavar="DIR",
+        help=f"cache for downloaded videos, resumed across runs (default: {default_download_dir()})",
+    )
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output dataset folder (must not exist)")
     step = parser.add_mutually_exclusive_group()
     step.add_argument(
@@ -737,6 +875,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="license in the dataset card (default: %(default)s, that of Walking Tours)",
     )
     parser.add_argument("--pretty-name", default=None, help="dataset title in the card")
+    parser.add_argument(
+        "--keep-blank", action="store_true",
+        help="keep blank and frozen stretches in the dataset (they are still reported); by default they are left out",
+    )
+    parser.add_argument(
+        "--min-gap-seconds", type=float, default=PrepareOptions.min_gap_seconds, metavar="SECONDS",
+        help="shortest blank or frozen stretch that is reported and left out (default: %(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it holds an earlier prepare-data output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -754,10 +900,13 @@ def run(args: argparse.Namespace) -> int:
         frames_per_shard=args.frames_per_shard,
         license=args.license,
         pretty_name=args.pretty_name,
+        keep_blank=args.keep_blank,
+        min_gap_seconds=args.min_gap_seconds,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)  # so a killed run still removes its temporary folder
     try:
-        prepare_dataset(args.videos, args.out, options, overwrite=args.overwrite, progress=not args.no_progress)
+        videos = resolve_sources(args.videos, args.source_list, download_dir=args.download_dir)
+        prepare_dataset(videos, args.out, options, overwrite=args.overwrite, progress=not args.no_progress)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
