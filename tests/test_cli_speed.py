@@ -31,7 +31,9 @@ RUN_CLI = textwrap.dedent(
     """
 )
 
-HELP_CASES = [[], *([name] for name in SUBCOMMANDS), ["eval", "knn"], ["eval", "linear"], ["eval", "davis"]]
+HELP_CASES = [
+    [], *([name] for name in SUBCOMMANDS), ["eval", "knn"], ["eval", "linear"], ["eval", "davis"], ["eval", "discovery"],
+]
 
 # An option each subcommand's help must show: proof that its arguments were really added.
 OPTION_SHOWN = {

@@ -22,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prepare-data": ("dora_hf.data.prepare", "decode long videos once into streamable parquet frame shards"),
     "verify-data": ("dora_hf.data.manifest", "check a prepared dataset's shards against its manifest (sizes, rows, sha256)"),
     "export": ("dora_hf.export", "export a training checkpoint's teacher as a transformers model folder"),
-    "eval": ("dora_hf.evaluation.commands", "evaluate a frozen encoder: k-NN, linear probe, DAVIS-2017 J&F"),
+    "eval": ("dora_hf.evaluation.commands", "evaluate a frozen encoder: k-NN, linear probe, DAVIS-2017 J&F, object discovery"),
     "visualize": ("dora_hf.evaluation.visualize", "draw the objects a model discovers and tracks through a video (GIF or PNG)"),
     "push": ("dora_hf.hub", "upload an exported model or a prepared dataset folder to the Hugging Face Hub"),
 }

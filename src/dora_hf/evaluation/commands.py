@@ -1,8 +1,9 @@
-"""`dora-hf eval knn|linear|davis`: downstream evaluation of a frozen encoder.
+"""`dora-hf eval knn|linear|davis|discovery`: downstream evaluation of a frozen encoder.
 
 k-NN and linear probing on any Hugging Face image-classification dataset (hub id or local
-folder, optionally streamed), DAVIS-2017 video object segmentation by label propagation. Each
-writes a results JSON (`results.py`) that can be added to a model card's results table.
+folder, optionally streamed), DAVIS-2017 video object segmentation by label propagation, and
+label-free object discovery on a static-camera video (tracked masks against the moving
+foreground, `discovery.py`). Each writes a results JSON (`results.py`) that can be added to a model card's results table.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DoraUserError
-from .protocols import DAVIS_SHORT_SIDE, DINO_K_VALUES, DINO_TEMPERATURE, LinearProbeSettings, PropagationSettings
+from .protocols import (
+    DAVIS_SHORT_SIDE,
+    DINO_K_VALUES,
+    DINO_TEMPERATURE,
+    DiscoverySettings,
+    LinearProbeSettings,
+    PropagationSettings,
+)
 from .results import make_results, write_results
 
 # The evaluation itself (torch, transformers, datasets, evaluate) is imported by the functions
@@ -79,6 +87,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     davis.add_argument("--save-masks", type=Path, default=None, help="also write the predicted masks as DAVIS PNGs here")
     _output_arguments(davis, "eval-davis.json")
     davis.set_defaults(_eval=run_davis)
+
+    discovery = tasks.add_parser(
+        "discovery", help="label-free object discovery: tracked masks against a static-camera video's moving foreground"
+    )
+    discovery.add_argument("video", metavar="VIDEO", help="a static-camera video file")
+    _model_arguments(discovery)
+    defaults = DiscoverySettings()
+    discovery.add_argument("--clip-frames", type=int, default=defaults.clip_frames, help="frames per clip (default: 8)")
+    discovery.add_argument(
+        "--clip-step", type=int, default=defaults.clip_step, help="a clip starts every N sampled frames (default: 8)"
+    )
+    discovery.add_argument("--frame-step", type=int, default=1, help="take every N-th frame of the video (default: 1)")
+    discovery.add_argument("--max-clips", type=int, default=defaults.max_clips, help="at most N clips, 0 = all (default: 32)")
+    discovery.add_argument(
+        "--window", type=int, default=defaults.window,
+        help="sampled frames whose per-pixel median is the background (default: 31)",
+    )
+    discovery.add_argument(
+        "--threshold", type=float, default=defaults.threshold,
+        help="channel difference (0-255) from the median above which a pixel moves (default: 25)",
+    )
+    discovery.add_argument("--opening", type=int, default=defaults.opening, help="opening radius in pixels (default: 1)")
+    discovery.add_argument("--closing", type=int, default=defaults.closing, help="closing radius in pixels (default: 2)")
+    discovery.add_argument(
+        "--size", type=int, default=None, help="side of the centre crop the model sees (default: its image size)"
+    )
+    discovery.add_argument(
+        "--objects", type=int, default=None, help="objects to discover (default: the model's num_objects, else 3)"
+    )
+    discovery.add_argument("--seed", type=int, default=0, help="heads drawn per clip and the random baseline")
+    _output_arguments(discovery, "eval-discovery.json")
+    discovery.set_defaults(_eval=run_discovery)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -235,6 +275,74 @@ def run_davis(args: argparse.Namespace) -> dict:
         ],
         settings={**propagation, "short_side": args.short_side, "features": "last-layer patch tokens"},
         details=scores,
+    )
+
+
+def run_discovery(args: argparse.Namespace) -> dict:
+    import torch
+
+    from .discovery import METRIC_NAMES, evaluate_discovery
+    from .frame_input import read_frames
+    from .mask_figure import clip_to_pixel_values
+    from .tracker_features import read_tracker_features, tracking_head_for
+
+    try:
+        settings = DiscoverySettings(
+            clip_frames=args.clip_frames, clip_step=args.clip_step, max_clips=args.max_clips,
+            window=args.window, threshold=args.threshold, opening=args.opening, closing=args.closing,
+        )
+    except ValueError as err:
+        raise DoraUserError(str(err)) from err
+    backbone = _backbone(args)
+    size = args.size or backbone.image_size
+    if size % backbone.patch_size:
+        raise DoraUserError(f"--size {size}: must be a multiple of the patch size {backbone.patch_size}")
+    config = backbone.model.config
+    head = tracking_head_for(config, args.objects or int(getattr(config, "num_objects", min(3, backbone.num_heads))))
+    # The clips' frames, and half a median window after the last so that its background is as good.
+    last = (settings.max_clips - 1) * settings.clip_step + settings.clip_frames if settings.max_clips else 1 << 20
+    frames = read_frames(args.video, last + settings.window // 2, args.frame_step)
+    if frames.shape[0] < settings.clip_frames:
+        raise DoraUserError(f"{args.video}: {frames.shape[0]} frames, fewer than --clip-frames {settings.clip_frames}")
+    mean, std = backbone.pixel_mean_std()
+    generator = torch.Generator().manual_seed(args.seed)
+
+    def track(clip: torch.Tensor) -> torch.Tensor:
+        pixel_values = clip_to_pixel_values(clip, size, mean, std).to(backbone.device)
+        features = read_tracker_features(backbone.model, pixel_values.flatten(0, 1), size != backbone.image_size)
+        with torch.inference_mode():
+            return head(features, pixel_values, None, generator).masks[0]
+
+    scores = evaluate_discovery(frames, track, settings, seed=args.seed, progress=not args.no_progress)
+    names = {
+        "precision": ("precision", "Foreground precision of tracked masks"),
+        "chance": ("foreground_share", "Foreground share of the frame (chance precision)"),
+        "best_iou": ("iou", "Best-matching foreground IoU per object"),
+        "mutual_iou": ("mutual_iou", "Mean pairwise IoU of the objects (lower: more distinct)"),
+        "temporal_iou": ("temporal_iou", "Mean IoU of masks in consecutive frames"),
+    }
+    metric_args = {"clip_frames": settings.clip_frames, "threshold": settings.threshold, "window": settings.window}
+    metrics = [
+        {"type": names[key][0], "name": names[key][1], "value": scores["model"][key], "args": metric_args}
+        for key in METRIC_NAMES if scores["model"][key] is not None
+    ]
+    return make_results(
+        task="discovery",
+        task_type="image-segmentation",
+        task_name="Object discovery against moving foreground (no labels)",
+        model=backbone.name,
+        model_revision=backbone.revision,
+        dataset={
+            "name": str(args.video), "config": None, "split": None, "revision": None,
+            "num_frames": int(frames.shape[0]), "num_clips": len(scores["clips"]),
+        },
+        metrics=metrics,
+        settings={
+            **scores["settings"], "frame_step": args.frame_step, "size": size, "seed": args.seed,
+            "num_objects": head.num_objects,
+            "baseline": "random pixels with each object's area per frame",
+        },
+        details={"model": scores["model"], "random": scores["random"], "clips": scores["clips"]},
     )
 
 

@@ -2,7 +2,7 @@
 
 `dora-hf eval --help` shows them as defaults, and the command line must not import torch to
 parse its arguments; `knn.py`, `davis.py`, `label_propagation.py` and `linear_probe.py`, which
-use them, re-export them under their old names.
+use them, re-export them under their old names. `discovery.py` uses `DiscoverySettings`.
 """
 
 from __future__ import annotations
@@ -50,3 +50,28 @@ class LinearProbeSettings:
     momentum: float = 0.9
     weight_decay: float = 0.0
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """Label-free object discovery (`discovery.py`): clips, and the moving-foreground reference."""
+
+    clip_frames: int = 8
+    """Frames per clip: objects are discovered in the first and tracked through the rest."""
+    clip_step: int = 8
+    """A clip starts every this many (sampled) frames."""
+    max_clips: int = 32
+    """Score at most this many clips; 0: all."""
+    window: int = 31
+    """Frames (centred) whose per-pixel median is a frame's background; wider than a mover's dwell."""
+    threshold: float = 25.0
+    """Largest channel difference from the median (0-255) that still counts as background."""
+    opening: int = 1
+    """Radius of the square opening that removes foreground specks."""
+    closing: int = 2
+    """Radius of the square closing that fills holes in the foreground."""
+
+    def __post_init__(self) -> None:
+        if (self.clip_frames < 2 or self.clip_step < 1 or self.max_clips < 0 or self.window < 3
+                or not self.threshold >= 0 or self.opening < 0 or self.closing < 0):
+            raise ValueError(f"invalid discovery settings: {self}")
