@@ -282,10 +282,12 @@ def mask2former_config() -> Mask2FormerConfig:
 
 
 def test_mask2former_pixel_level_module_runs_on_dora_maps():
-    from transformers.models.mask2former.modeling_mask2former import Mask2FormerPixelLevelModule
+    from transformers import Mask2FormerModel
 
     torch.manual_seed(0)
-    module = Mask2FormerPixelLevelModule(mask2former_config())
+    # Taken from the full model, whose post_init initialises every weight (built alone, the pixel
+    # decoder's level_embed would be uninitialised memory).
+    module = Mask2FormerModel(mask2former_config()).pixel_level_module
     assert isinstance(module.encoder, DoraBackbone) and module.encoder.channels == [32] * 4
     out = module(images(n=2), output_hidden_states=True)
     assert [tuple(m.shape) for m in out.encoder_hidden_states] == [(2, 32, 4, 4)] * 4
