@@ -77,12 +77,3 @@ def count_clips(info: dict, frames_per_clip: int, clip_step: int) -> int:
         source_frames = int(video.get("decoded_frames") or int(video["kept_frames"]) * keep_every)
         total += reference_clip_starts(source_frames, frames_per_clip, clip_step)
     return total
-
-
-def count_kept_starts(info: dict, frames_per_clip: int, clip_step: int) -> int:
-    """Distinct clips: kept frames that start one (what one pass of the streaming reader yields)."""
-    total = 0
-    for video in info.get("videos", []):
-        span_rows = (frames_per_clip - 1) * (clip_step // int(video["keep_every"])) + 1
-        total += max(0, int(video["kept_frames"]) - span_rows + 1)
-    return total

@@ -23,7 +23,7 @@ from accelerate.utils import DistributedType, broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
 from ..data.clips import ClipStream, collate_clips
-from ..data.dataset_info import count_clips, count_kept_starts, read_prepare_info
+from ..data.dataset_info import count_clips, read_prepare_info
 from ..data.random_access import open_random_access
 from ..data.views import ClipViews
 from ..errors import DoraUserError
@@ -253,7 +253,7 @@ def build_clip_loader(
         )
         plan = ClipPlan(
             clips_per_epoch=count_clips(info, recipe.frames_per_clip, recipe.clip_step),
-            distinct_clips=count_kept_starts(info, recipe.frames_per_clip, recipe.clip_step),
+            distinct_clips=stream.num_clips,  # counted from the shards' rows while opening
             mode=f"streaming ({len(stream.shard_names)} shard(s), shuffle buffer {recipe.shuffle_buffer} clips)",
         )
         return stream, torch.utils.data.DataLoader(stream, **loader_options), plan
