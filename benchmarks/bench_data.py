@@ -140,20 +140,24 @@ class Case:
     keep_every: int | None  # None: prepare-data's default choice for the step
 
 
-def make_long_video(source: Path, width: int, height: int, *, loops: int = 4, fps: int = 60, gop: int = 250) -> Path:
+def make_long_video(
+    source: Path, width: int, height: int, *, loops: int = 4, fps: int = 60, gop: int = 250, frames: int | None = None
+) -> Path:
     """Re-encode ``source`` looped, upscaled, at ``fps`` with a fixed ``gop`` (cached by settings).
 
     The sample clip's own GOPs are 30-60 frames; real long recordings use 250 or more, which is
     what makes each seek decode many frames. Scene-cut keyframes are disabled so the GOP is exact,
-    and the source's frame types are cleared so its keyframes are not copied.
+    and the source's frame types are cleared so its keyframes are not copied. ``frames``: that many
+    frames (looping as needed) instead of ``loops`` whole passes.
     """
-    target = CACHE_DIR / "bench_data" / f"{source.stem}-x{loops}-{width}x{height}-{fps}fps-gop{gop}.mp4"
+    length = f"{frames}f" if frames else f"x{loops}"
+    target = CACHE_DIR / "bench_data" / f"{source.stem}-{length}-{width}x{height}-{fps}fps-gop{gop}.mp4"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"encoding {target.name} (once; cached in {target.parent}) ...", flush=True)
     with av.open(str(source)) as container:
-        frames = [
+        decoded = [
             f.reformat(width=width, height=height, format="yuv420p", interpolation="BICUBIC")
             for f in container.decode(video=0)
         ]
@@ -162,8 +166,8 @@ def make_long_video(source: Path, width: int, height: int, *, loops: int = 4, fp
         stream = out.add_stream("libx264", rate=Fraction(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"preset": "veryfast", "crf": "20", "g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
-        for i in range(loops * len(frames)):
-            frame = frames[i % len(frames)]
+        for i in range(frames or loops * len(decoded)):
+            frame = decoded[i % len(decoded)]
             frame.pts, frame.time_base, frame.pict_type = i, Fraction(1, fps), PictureType.NONE
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
@@ -358,7 +362,9 @@ def wt_storage_estimate(bytes_per_pixel: float) -> dict[str, Any]:
 # ---- report ----------------------------------------------------------------------------------
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(
+    packages: tuple[str, ...] = ("torch", "datasets", "av", "pyarrow", "pillow", "numpy", "dora-hf"),
+) -> dict[str, Any]:
     """CPU model, cores and library versions, to put figures in context."""
     model = "unknown"
     try:
@@ -368,7 +374,6 @@ def machine_info() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    packages = ("torch", "datasets", "av", "pyarrow", "pillow", "numpy", "dora-hf")
     return {
         "cpu": model,
         "cores": len(os.sched_getaffinity(0)),

@@ -105,7 +105,10 @@ class StretchFilter(Generic[T]):
 
     def classify(self, image: PILImage.Image) -> str | None:
         """``blank``, ``frozen`` or None for the next kept frame (updates the previous frame)."""
-        grey = grey_thumbnail(image)
+        return self.classify_thumbnail(grey_thumbnail(image))
+
+    def classify_thumbnail(self, grey: np.ndarray) -> str | None:
+        """:meth:`classify` for a frame's :func:`grey_thumbnail`, computed where the frame was decoded."""
         previous, self._previous = self._previous, grey
         if float(grey.std()) < BLANK_STD:
             return BLANK
@@ -115,7 +118,12 @@ class StretchFilter(Generic[T]):
 
     def push(self, index: int, timestamp: float, image: PILImage.Image, item: T) -> list[tuple[T, str | None]]:
         """Account for the next kept frame; return the frames decided by it."""
-        kind = self.classify(image)
+        return self.push_thumbnail(index, timestamp, grey_thumbnail(image), item)
+
+    def push_thumbnail(self, index: int, timestamp: float, grey: np.ndarray, item: T) -> list[tuple[T, str | None]]:
+        """:meth:`push` for a frame's :func:`grey_thumbnail`: parallel decoding sends the small copy, not
+        the frame, and the stretches are still decided here, in order, over the whole video."""
+        kind = self.classify_thumbnail(grey)
         released: list[tuple[T, str | None]] = []
         if kind != self._kind:
             released.extend(self._end_run())

@@ -1,7 +1,8 @@
 """Decode long videos once into a streamable dataset folder of parquet frame shards.
 
 ``dora-hf prepare-data VIDEO [VIDEO...] --out DIR`` (files, http(s) URLs or ``--source-list FILE``,
-see `sources`) decodes each video sequentially, keeps
+see `sources`) decodes each video sequentially (or, with ``--num-workers N``, in segments cut at
+keyframes by N processes, with the same result: see `parallel_prepare`), keeps
 every n-th frame (n divides the clip step, so clips with the reference spacing can be
 assembled from kept rows while streaming), shrinks it to a short side, compresses it, and
 writes parquet shards ordered by time with a dataset card. The format is described in
@@ -14,34 +15,52 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
+import dataclasses
 import json
 import math
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, Image, Value
 from huggingface_hub import DatasetCard, DatasetCardData
-from PIL import Image as PILImage
 from tqdm.auto import tqdm
 
 from ..errors import DoraUserError
 from ..staged_folder import staged_folder
 from . import faces
-from .integrity import MIN_STRETCH_SECONDS, Stretch, StretchFilter
+from .frame_images import IMAGE_FORMATS, check_frame_size, encode_image, frame_to_image, stored_size
+from .integrity import MIN_STRETCH_SECONDS, StretchFilter, grey_thumbnail
 from .manifest import HashingFile
-from .sources import default_download_dir, resolve_sources
-from .video_source import VideoInfo, decode_frames, format_duration, probe_video
+from .sources import default_download_dir, resolve_videos
+from .video_source import VideoInfo, check_complete, decode_frames, format_duration, probe_video
+
+if TYPE_CHECKING:
+    from .segment_store import ResumeFolder
+
+__all__ = [
+    "FRAME_FEATURES",
+    "IMAGE_FORMATS",
+    "PrepareOptions",
+    "PrepareSummary",
+    "ShardWriter",
+    "VideoSummary",
+    "choose_keep_every",
+    "encode_image",
+    "frame_to_image",
+    "prepare_dataset",
+    "stored_size",
+]
 
 FRAME_FEATURES = Features(
     {
@@ -67,9 +86,6 @@ FRAME_INTERVAL_TOLERANCE = 0.01
 """Kept frames whose interval differs from the nominal ``keep_every / fps`` by more than this fraction
 (or, if larger, one tick of the container's time base, the rounding of its timestamps) are unevenly
 spaced: a variable-frame-rate source, which prepare-data warns about."""
-
-IMAGE_FORMATS = {"jpeg": ("JPEG", "jpg"), "webp": ("WEBP", "webp")}
-"""--format value -> (PIL format name, file extension)."""
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "dataset_card_template.md"
 """The dataset card template in a source checkout."""
@@ -187,6 +203,8 @@ class VideoSummary:
     frozen stretches were cut out of (``venice@2``, ...): each part is a video of its own for the readers."""
     first_frame_index: int = 0
     """Source frame of the part's first row; ``decoded_frames`` counts the source frames the part spans."""
+    url: str | None = None
+    """Where the file was downloaded from, when the input was a URL (left out of prepare_info.json otherwise)."""
 
 
 class FrameSpacing:
@@ -323,33 +341,6 @@ def check_long_enough(plan: VideoPlan, num_frames: int) -> None:
     )
 
 
-def stored_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """Size after shrinking the short side to ``short_side`` (never enlarging), aspect kept."""
-    short = min(width, height)
-    if short <= short_side:
-        return width, height
-    scale = short_side / short
-    if width <= height:
-        return short_side, max(1, round(height * scale))
-    return max(1, round(width * scale)), short_side
-
-
-def frame_to_image(frame: av.VideoFrame, size: tuple[int, int]) -> PILImage.Image:
-    """RGB image of ``frame`` at ``size``. FFmpeg's area-averaging scaler converts and shrinks in
-    one pass: about 8x faster than PIL's resize on 4K frames, with proper anti-aliasing."""
-    if size == (frame.width, frame.height):
-        return frame.to_image()
-    return frame.reformat(width=size[0], height=size[1], format="rgb24", interpolation="AREA").to_image()
-
-
-def encode_image(image: PILImage.Image, image_format: str, quality: int) -> bytes:
-    """Compress one frame (JPEG or WebP) to bytes."""
-    buffer = io.BytesIO()
-    pil_format = IMAGE_FORMATS[image_format][0]
-    image.save(buffer, format=pil_format, quality=quality)
-    return buffer.getvalue()
-
-
 class ShardWriter:
     """Append rows and cut them into parquet shards of ``frames_per_shard`` rows.
 
@@ -448,78 +439,148 @@ def prepare_dataset(
     out_dir: str | Path,
     options: PrepareOptions | None = None,
     *,
+    source_lists: Sequence[str | Path] = (),
+    download_dir: str | Path | None = None,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = print,
+    num_workers: int = 1,
 ) -> PrepareSummary:
     """Decode ``videos`` once each into the dataset folder ``out_dir`` (see the module doc).
 
-    All videos are probed and planned before any is decoded, so bad input fails within
-    seconds. ``out_dir`` appears only when everything succeeded.
+    ``videos`` are paths or http(s) URLs, followed by the entries of ``source_lists`` (see
+    `sources`). The folder is claimed before any URL is downloaded, and all videos are probed and
+    planned before any is decoded, so bad input fails within seconds. ``out_dir`` appears only
+    when everything succeeded. ``num_workers`` > 1 decodes in that many processes
+    (`parallel_prepare`), with the same result.
     """
     options = options or PrepareOptions()
     options.validate()
+    if num_workers < 1:
+        raise DoraUserError(f"--num-workers must be at least 1 (got {num_workers})")
     if options.blur_faces:
         faces.check_available()  # a missing detector fails before any folder or video is touched
     say = log or (lambda _line: None)
     out_dir = Path(os.path.abspath(out_dir))  # a name to put the temporary sibling beside, even for "x/."
-    # Claimed and checked before any video is opened; a second prepare-data into the same folder fails at once.
+    # Claimed and checked before any video is downloaded or opened: a second prepare-data into the
+    # same folder fails at once instead of downloading the same videos.
     with staged_folder(out_dir, overwrite, kind="dataset", command="prepare-data", log=say) as tmp_dir:
-        plans = [plan_video(probe_video(v), options) for v in videos]
+        resolved = resolve_videos(videos, source_lists, download_dir=download_dir, log=say)
+        plans = [plan_video(probe_video(v.path), options) for v in resolved]
         if not plans:
             raise DoraUserError("no VIDEO given")
         _check_unique_ids(plans)
-        summary = _write_dataset(plans, options, out_dir, tmp_dir, progress, say)
+        urls = [v.url for v in resolved]
+        summary = _write_dataset(plans, urls, options, out_dir, tmp_dir, progress, say, num_workers)
     say(
         f"wrote {summary.num_rows} frames in {len(summary.shards)} shard(s) to {out_dir} "
-        f"({summary.decoded_frames} frames decoded in {summary.seconds:.1f} s: {summary.frames_per_second:.0f} frames/s)"
+        f"({summary.decoded_frames} frames decoded in {summary.seconds:.1f} s: {summary.frames_per_second:.0f} frames/s"
+        + (f", {num_workers} processes)" if num_workers > 1 else ")")
     )
     return summary
 
 
 def _write_dataset(
     plans: Sequence[VideoPlan],
+    urls: Sequence[str | None],
     options: PrepareOptions,
     out_dir: Path,
     tmp_dir: Path,
     progress: bool,
     say: Callable[[str], None],
+    num_workers: int,
 ) -> PrepareSummary:
     """Decode every planned video into the shards, info file and card of the staging folder `tmp_dir`."""
+    from .segment_store import ResumeFolder
+
     started = time.perf_counter()
     writer = ShardWriter(tmp_dir / "data", options.frames_per_shard)
+    resume = ResumeFolder(out_dir)
+    if num_workers == 1 and resume.exists():  # an interrupted parallel run's segments: finish them, not start over
+        say(f"{resume.root}: holds segments of an interrupted parallel run: resuming it with 1 worker process")
     try:
-        summaries: list[VideoSummary] = []
-        sources: list[dict] = []
-        for plan in plans:
-            say(f"{plan.info.path.name}: {plan.info.describe()}")
-            say(f"{plan.info.path.name}: {plan.describe()}")
-            parts, source = _write_video(plan, options, writer, progress, say)
-            taken = {v.video_id for v in summaries} | {p.info.video_id for p in plans if p is not plan}
-            clash = [part.video_id for part in parts[1:] if part.video_id in taken]
-            if clash:  # readers key on video_id: a part must not take another video's id
-                raise DoraUserError(f"{plan.info.path}: its part {clash[0]!r} has the video_id of another video; rename that file")
-            summaries.extend(parts)
-            sources.append(source)
-        shards = writer.finish()
-        seconds = time.perf_counter() - started
-        summary = PrepareSummary(
-            out_dir=out_dir,
-            options=options,
-            videos=summaries,
-            shards=shards,
-            num_rows=writer.num_rows,
-            num_bytes=writer.num_bytes,
-            decoded_frames=sum(s["decoded_frames"] for s in sources),
-            seconds=seconds,
-            sources=sources,
-        )
-        _write_info(tmp_dir / "prepare_info.json", summary)
-        render_dataset_card(summary).save(tmp_dir / "README.md")
+        with contextlib.ExitStack() as stack:
+            if num_workers > 1 or resume.exists():
+                videos = _parallel_videos(plans, options, writer, resume, num_workers, progress, say, stack)
+            else:
+                videos = _sequential_videos(plans, options, writer, progress, say)
+            summaries: list[VideoSummary] = []
+            sources: list[dict] = []
+            for plan, url, (parts, source) in zip(plans, urls, videos):
+                taken = {v.video_id for v in summaries} | {p.info.video_id for p in plans if p is not plan}
+                clash = [part.video_id for part in parts[1:] if part.video_id in taken]
+                if clash:  # readers key on video_id: a part must not take another video's id
+                    raise DoraUserError(
+                        f"{plan.info.path}: its part {clash[0]!r} has the video_id of another video; rename that file"
+                    )
+                if url is not None:
+                    parts = [dataclasses.replace(part, url=url) for part in parts]
+                    source["url"] = url
+                summaries.extend(parts)
+                sources.append(source)
+            shards = writer.finish()
+            seconds = time.perf_counter() - started
+            summary = PrepareSummary(
+                out_dir=out_dir,
+                options=options,
+                videos=summaries,
+                shards=shards,
+                num_rows=writer.num_rows,
+                num_bytes=writer.num_bytes,
+                decoded_frames=sum(s["decoded_frames"] for s in sources),
+                seconds=seconds,
+                sources=sources,
+            )
+            _write_info(tmp_dir / "prepare_info.json", summary)
+            render_dataset_card(summary).save(tmp_dir / "README.md")
     except BaseException:
         writer.abort()  # close the open shard; staged_folder removes the folder
         raise
     return summary
+
+
+def _sequential_videos(
+    plans: Sequence[VideoPlan], options: PrepareOptions, writer: ShardWriter, progress: bool, say: Callable[[str], None]
+) -> Iterator[tuple[list[VideoSummary], dict]]:
+    """Decode the videos one after the other in this process (``--num-workers 1``)."""
+    for plan in plans:
+        say(f"{plan.info.path.name}: {plan.info.describe()}")
+        say(f"{plan.info.path.name}: {plan.describe()}")
+        yield _write_video(plan, options, writer, progress, say)
+
+
+def _parallel_videos(
+    plans: Sequence[VideoPlan],
+    options: PrepareOptions,
+    writer: ShardWriter,
+    resume: ResumeFolder,
+    num_workers: int,
+    progress: bool,
+    say: Callable[[str], None],
+    stack: contextlib.ExitStack,
+) -> Iterator[tuple[list[VideoSummary], dict]]:
+    """Decode the videos in ``num_workers`` processes; write each one's rows here, in order, as
+    :func:`_write_video` does. The decoder's resume folder lives as long as ``stack``: it is removed
+    only once the whole dataset is written."""
+    from .parallel_prepare import ParallelDecoder, VideoJob
+    from .segment_decode import FrameSettings
+
+    jobs = []
+    for plan in plans:
+        say(f"{plan.info.path.name}: {plan.info.describe()}")
+        say(f"{plan.info.path.name}: {plan.describe()}")
+        width, height = stored_size(plan.info.width, plan.info.height, options.short_side)
+        settings = FrameSettings(
+            plan.keep_every, width, height, options.image_format, options.quality, options.blur_faces
+        )
+        jobs.append(VideoJob(plan.info, settings))
+    decoder = stack.enter_context(ParallelDecoder(jobs, num_workers, resume, progress=progress, say=say))
+    for plan, video in zip(plans, decoder.videos()):
+        rows = _VideoRows(plan, options, writer)
+        for kept in video.kept_frames():
+            rows.add(kept.frame_index, kept.timestamp, kept.tick, kept.image, kept.width, kept.height, kept.grey)
+        check_complete(plan.info, video.decoded)
+        yield rows.finish(video.decoded, video.faces_blurred if options.blur_faces else None, say)
 
 
 @dataclass
@@ -535,42 +596,114 @@ class _Part:
     """True when frames after it were left out, so it ends one kept interval after its last row."""
 
 
-def _write_video(
-    plan: VideoPlan, options: PrepareOptions, writer: ShardWriter, progress: bool, say: Callable[[str], None]
-) -> tuple[list[VideoSummary], dict]:
-    """Decode one video, keep every n-th frame, append its rows; warn if the kept frames are unevenly spaced.
+class _VideoRows:
+    """One video's kept frames, in order -> rows of the shard writer, parts, and the video's summaries.
 
     Blank and frozen stretches are held back by a :class:`StretchFilter` and, unless
     ``--keep-blank``, left out; the rows around them become separate parts (``id``, ``id@2``, ...),
-    so that rows of one video id stay consecutive kept frames. Returns one summary per part and
-    the video's record for ``prepare_info.json``'s ``sources``.
+    so that rows of one video id stay consecutive kept frames. Both ways of decoding feed it the
+    same kept frames, so they write the same rows.
     """
-    info = plan.info
-    spacing = FrameSpacing(plan.keep_every / info.fps)
-    size = stored_size(info.width, info.height, options.short_side)
-    extension = IMAGE_FORMATS[options.image_format][1]
-    stretch_filter: StretchFilter[dict] = StretchFilter(plan.keep_every / info.fps, options.min_gap_seconds)
-    blurrer = faces.FaceBlurrer() if options.blur_faces else None
-    parts: list[_Part] = []
-    decoded = 0
 
-    def store(released: list[tuple[dict, str | None]]) -> None:
+    def __init__(self, plan: VideoPlan, options: PrepareOptions, writer: ShardWriter) -> None:
+        info = plan.info
+        self.plan = plan
+        self.options = options
+        self.writer = writer
+        self.spacing = FrameSpacing(plan.keep_every / info.fps)
+        self.size = stored_size(info.width, info.height, options.short_side)
+        self.extension = IMAGE_FORMATS[options.image_format][1]
+        self.stretch_filter: StretchFilter[dict] = StretchFilter(plan.keep_every / info.fps, options.min_gap_seconds)
+        self.parts: list[_Part] = []
+
+    def add(
+        self, index: int, timestamp: float, tick: float, image: bytes, width: int, height: int, grey: np.ndarray
+    ) -> None:
+        """Account for the next kept frame: its compressed image, size and small grey copy."""
+        self.spacing.add(timestamp, tick)
+        row = {  # video_id and the image path are set when the row is stored, per part
+            "image": {"bytes": image, "path": ""},
+            "video_id": self.plan.info.video_id,
+            "frame_index": index,
+            "timestamp": timestamp,
+            "source_fps": self.plan.info.fps,
+            "keep_every": self.plan.keep_every,
+            "width": width,
+            "height": height,
+        }
+        self._store(self.stretch_filter.push_thumbnail(index, timestamp, grey, row))
+
+    def _store(self, released: list[tuple[dict, str | None]]) -> None:
         """Write the decided rows; a left-out row closes the current part."""
+        video_id, parts = self.plan.info.video_id, self.parts
         for row, kind in released:
-            if kind is not None and not options.keep_blank:
+            if kind is not None and not self.options.keep_blank:
                 if parts:
                     parts[-1].cut = True
                 continue
             if not parts or parts[-1].cut:
-                part_id = info.video_id if not parts else f"{info.video_id}@{len(parts) + 1}"
-                parts.append(_Part(part_id, writer.num_rows, row["frame_index"]))
+                part_id = video_id if not parts else f"{video_id}@{len(parts) + 1}"
+                parts.append(_Part(part_id, self.writer.num_rows, row["frame_index"]))
             part = parts[-1]
             row["video_id"] = part.video_id
-            row["image"]["path"] = f"{part.video_id}-{row['frame_index']:08d}.{extension}"
-            writer.add(row)
+            row["image"]["path"] = f"{part.video_id}-{row['frame_index']:08d}.{self.extension}"
+            self.writer.add(row)
             part.kept += 1
             part.last_frame_index = row["frame_index"]
 
+    def finish(
+        self, decoded: int, faces_blurred: int | None, say: Callable[[str], None]
+    ) -> tuple[list[VideoSummary], dict]:
+        """After the last kept frame of ``decoded`` source frames: warn, and return one summary per part
+        and the video's record for ``prepare_info.json``'s ``sources``."""
+        plan, options, info = self.plan, self.options, self.plan.info
+        stretch_filter = self.stretch_filter
+        self._store(stretch_filter.finish())
+        check_long_enough(plan, decoded)
+        warning = self.spacing.warning(info.path)
+        if warning:
+            say(warning)
+        if faces_blurred is not None:
+            say(f"{info.path.name}: blurred {faces_blurred} face(s) in the kept frames")
+        for stretch in stretch_filter.stretches:
+            fate = "kept (--keep-blank)" if options.keep_blank else "left out (--keep-blank keeps it)"
+            say(f"warning: {info.path}: {stretch.describe()}: {fate}")
+        if not self.parts:
+            raise DoraUserError(
+                f"{info.path}: every kept frame is in a blank or frozen stretch "
+                f"({'; '.join(s.describe() for s in stretch_filter.stretches)}), so nothing is left of it; "
+                "--keep-blank keeps such stretches"
+            )
+        summaries = [_part_summary(plan, part, decoded, self.size, self.spacing) for part in self.parts]
+        stretches = [s.to_dict() for s in stretch_filter.stretches]
+        source = {
+            "video_id": info.video_id,
+            "file": info.path.name,
+            "decoded_frames": decoded,
+            "duration_s": decoded / info.fps,
+            "parts": [
+                {
+                    "video_id": part.video_id,
+                    "first_frame_index": part.first_frame_index,
+                    "last_frame_index": part.last_frame_index,
+                    "kept_frames": part.kept,
+                }
+                for part in self.parts
+            ],
+            "left_out": [] if options.keep_blank else stretches,
+            "kept_stretches": stretches if options.keep_blank else [],
+        }
+        return summaries, source
+
+
+def _write_video(
+    plan: VideoPlan, options: PrepareOptions, writer: ShardWriter, progress: bool, say: Callable[[str], None]
+) -> tuple[list[VideoSummary], dict]:
+    """Decode one video in this process, keep every n-th frame and append its rows (see :class:`_VideoRows`)."""
+    info = plan.info
+    rows = _VideoRows(plan, options, writer)
+    blurrer = faces.FaceBlurrer() if options.blur_faces else None
+    decoded = 0
     with tqdm(
         total=info.num_frames,
         desc=info.video_id,
@@ -586,62 +719,20 @@ def _write_video(
             if decoded_frame.index % plan.keep_every:
                 continue
             frame = decoded_frame.frame
-            if (frame.width, frame.height) != (info.width, info.height):
-                raise DoraUserError(
-                    f"{info.path}: frame {decoded_frame.index} is {frame.width}x{frame.height}, but the stream "
-                    f"starts at {info.width}x{info.height}; re-encode it at one size"
-                )
-            spacing.add(decoded_frame.timestamp, float(frame.time_base) if frame.time_base else 0.0)
-            image = frame_to_image(frame, size)
+            check_frame_size(info, frame, decoded_frame.index)
+            image = frame_to_image(frame, rows.size)
             if blurrer is not None:
                 image = blurrer(image)
-            row = {  # video_id and the image path are set when the row is stored, per part
-                "image": {"bytes": encode_image(image, options.image_format, options.quality), "path": ""},
-                "video_id": info.video_id,
-                "frame_index": decoded_frame.index,
-                "timestamp": decoded_frame.timestamp,
-                "source_fps": info.fps,
-                "keep_every": plan.keep_every,
-                "width": image.width,
-                "height": image.height,
-            }
-            store(stretch_filter.push(decoded_frame.index, decoded_frame.timestamp, image, row))
-        store(stretch_filter.finish())
-    check_long_enough(plan, decoded)
-    warning = spacing.warning(info.path)
-    if warning:
-        say(warning)
-    if blurrer is not None:
-        say(f"{info.path.name}: blurred {blurrer.faces_blurred} face(s) in the kept frames")
-    for stretch in stretch_filter.stretches:
-        fate = "kept (--keep-blank)" if options.keep_blank else "left out (--keep-blank keeps it)"
-        say(f"warning: {info.path}: {stretch.describe()}: {fate}")
-    if not parts:
-        raise DoraUserError(
-            f"{info.path}: every kept frame is in a blank or frozen stretch "
-            f"({'; '.join(s.describe() for s in stretch_filter.stretches)}), so nothing is left of it; "
-            "--keep-blank keeps such stretches"
-        )
-    summaries = [_part_summary(plan, part, decoded, size, spacing) for part in parts]
-    stretches = [s.to_dict() for s in stretch_filter.stretches]
-    source = {
-        "video_id": info.video_id,
-        "file": info.path.name,
-        "decoded_frames": decoded,
-        "duration_s": decoded / info.fps,
-        "parts": [
-            {
-                "video_id": part.video_id,
-                "first_frame_index": part.first_frame_index,
-                "last_frame_index": part.last_frame_index,
-                "kept_frames": part.kept,
-            }
-            for part in parts
-        ],
-        "left_out": [] if options.keep_blank else stretches,
-        "kept_stretches": stretches if options.keep_blank else [],
-    }
-    return summaries, source
+            rows.add(
+                decoded_frame.index,
+                decoded_frame.timestamp,
+                float(frame.time_base) if frame.time_base else 0.0,
+                encode_image(image, options.image_format, options.quality),
+                image.width,
+                image.height,
+                grey_thumbnail(image),
+            )
+    return rows.finish(decoded, blurrer.faces_blurred if blurrer is not None else None, say)
 
 
 def _part_summary(
@@ -708,6 +799,7 @@ def render_dataset_card(summary: PrepareSummary) -> DatasetCard:
             sum(s["duration_s"] for s in summary.sources) if summary.sources else sum(v.duration_s for v in summary.videos)
         ),
         stretches=_stretch_rows(summary.sources),
+        downloads=[{"file": s["file"], "url": s["url"]} for s in summary.sources if s.get("url")],
         keep_blank=options.keep_blank,
         min_gap_seconds=f"{options.min_gap_seconds:g}",
         settings=_settings(options),
@@ -783,11 +875,19 @@ def _write_info(path: Path, summary: PrepareSummary) -> None:
         "num_rows": summary.num_rows,
         "decoded_frames": summary.decoded_frames,
         "seconds": round(summary.seconds, 3),
-        "videos": [asdict(v) for v in summary.videos],
+        "videos": [_video_record(v) for v in summary.videos],
         "sources": summary.sources,
         "shards": [asdict(s) for s in summary.shards],
     }
     path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _video_record(video: VideoSummary) -> dict:
+    """A video's entry in prepare_info.json; ``url`` only for a downloaded file."""
+    record = asdict(video)
+    if record["url"] is None:
+        del record["url"]
+    return record
 
 
 def _check_unique_ids(plans: Sequence[VideoPlan]) -> None:
@@ -898,6 +998,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--blur-faces", action="store_true",
         help="blur the faces detected in each kept frame before it is stored (needs: pip install 'dora-hf[faces]')",
     )
+    parser.add_argument(
+        "--num-workers", type=int, default=1, metavar="N",
+        help="decode in N processes: videos, and segments of one video cut at keyframes, in parallel, with the same "
+        f"output as 1; an interrupted run resumes from its finished segments (default: %(default)s; this machine has "
+        f"{os.cpu_count()} cores)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace DIR if it holds an earlier prepare-data output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -921,8 +1027,16 @@ def run(args: argparse.Namespace) -> int:
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)  # so a killed run still removes its temporary folder
     try:
-        videos = resolve_sources(args.videos, args.source_list, download_dir=args.download_dir)
-        prepare_dataset(videos, args.out, options, overwrite=args.overwrite, progress=not args.no_progress)
+        prepare_dataset(
+            args.videos,
+            args.out,
+            options,
+            source_lists=args.source_list,
+            download_dir=args.download_dir,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            num_workers=args.num_workers,
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

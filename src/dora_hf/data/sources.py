@@ -133,8 +133,16 @@ def _strip_comment(line: str) -> str:
     return re.split(r"\s+#", line, maxsplit=1)[0].strip()
 
 
+@dataclass(frozen=True)
+class ResolvedVideo:
+    """A local video file to decode, and the URL it was downloaded from (None for a local input)."""
+
+    path: Path
+    url: str | None = None
+
+
 def resolve_sources(
-    inputs: Sequence[str],
+    inputs: Sequence[str | Path],
     source_lists: Sequence[str | Path] = (),
     *,
     download_dir: str | Path | None = None,
@@ -144,7 +152,18 @@ def resolve_sources(
 
     Clashing video_ids (as far as the names tell) and missing local files are refused before any download.
     """
-    specs = list(inputs) + [spec for listed in source_lists for spec in read_source_list(listed)]
+    return [video.path for video in resolve_videos(inputs, source_lists, download_dir=download_dir, log=log)]
+
+
+def resolve_videos(
+    inputs: Sequence[str | Path],
+    source_lists: Sequence[str | Path] = (),
+    *,
+    download_dir: str | Path | None = None,
+    log: Callable[[str], None] = print,
+) -> list[ResolvedVideo]:
+    """:func:`resolve_sources`, keeping each video's URL, which the dataset records as its source."""
+    specs = [str(spec) for spec in inputs] + [spec for listed in source_lists for spec in read_source_list(listed)]
     if not specs:
         raise DoraUserError("no VIDEO given: pass video files or URLs, or --source-list FILE")
     sources = [Source(spec) for spec in specs]
@@ -153,15 +172,15 @@ def resolve_sources(
         if not source.is_url and not Path(source.spec).expanduser().exists():
             raise DoraUserError(f"{source.spec}: no such file")
     folder = Path(download_dir).expanduser() if download_dir is not None else default_download_dir()
-    paths = []
+    videos = []
     for source in sources:
         if source.needs_site_downloader:
-            paths.append(download_with_yt_dlp(source.spec, folder, log=log))
+            videos.append(ResolvedVideo(download_with_yt_dlp(source.spec, folder, log=log), source.spec))
         elif source.is_url:
-            paths.append(download(source.spec, folder, log=log))
+            videos.append(ResolvedVideo(download(source.spec, folder, log=log), source.spec))
         else:
-            paths.append(Path(source.spec).expanduser())
-    return paths
+            videos.append(ResolvedVideo(Path(source.spec).expanduser()))
+    return videos
 
 
 def check_unique_video_ids(sources: Sequence[Source]) -> None:

@@ -130,11 +130,7 @@ def decode_frames(info: VideoInfo) -> Iterator[DecodedFrame]:
     frame the count is compared with the container's (within ``*_COUNT_TOLERANCE``): a cut
     file often decodes cleanly up to where it was cut.
     """
-    path = info.path
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as err:
-        raise DoraUserError(f"{path}: could not be reopened for decoding ({_ffmpeg_reason(err)})") from err
+    container = open_for_decoding(info)
     index = 0
     with container:
         stream = container.streams.video[0]
@@ -145,16 +141,28 @@ def decode_frames(info: VideoInfo) -> Iterator[DecodedFrame]:
                 yield DecodedFrame(index=index, timestamp=float(timestamp), frame=frame)
                 index += 1
         except av.error.FFmpegError as err:
-            where = f"frame {index} (about {format_duration(index / info.fps)} in)"
-            of = f" of {info.num_frames}" if info.num_frames else ""
-            raise DoraUserError(
-                f"{path}: decoding failed at {where}{of} ({_ffmpeg_reason(err)}): "
-                "the file is truncated or corrupt"
-            ) from err
-    _check_complete(info, index)
+            raise decoding_failed(info, index, err) from err
+    check_complete(info, index)
 
 
-def _check_complete(info: VideoInfo, decoded: int) -> None:
+def open_for_decoding(info: VideoInfo) -> av.container.InputContainer:
+    """Open the probed file again to decode it; a file gone or changed since is an error naming it."""
+    try:
+        return av.open(str(info.path))
+    except (av.error.FFmpegError, OSError) as err:
+        raise DoraUserError(f"{info.path}: could not be reopened for decoding ({_ffmpeg_reason(err)})") from err
+
+
+def decoding_failed(info: VideoInfo, index: int, err: BaseException) -> DoraUserError:
+    """The error for a decoder failure at source frame ``index`` (whichever process decoded it)."""
+    where = f"frame {index} (about {format_duration(index / info.fps)} in)"
+    of = f" of {info.num_frames}" if info.num_frames else ""
+    return DoraUserError(
+        f"{info.path}: decoding failed at {where}{of} ({_ffmpeg_reason(err)}): the file is truncated or corrupt"
+    )
+
+
+def check_complete(info: VideoInfo, decoded: int) -> None:
     """Raise when far fewer frames decoded than the container announced."""
     if info.num_frames is None:
         return
