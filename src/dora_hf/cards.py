@@ -37,10 +37,26 @@ def hub_dataset_id(dataset: str | None) -> str | None:
     return None if Path(dataset).expanduser().exists() else dataset
 
 
+def method_of(recipe: Mapping[str, Any]) -> str:
+    """`dora` or `dino`: how the run trained (recipes from before the `method` key are DoRA's)."""
+    return str(recipe.get("method") or "dora")
+
+
+LOSS_ROWS = {"dino": "DINO", "reference-compatible": "reference-compatible", "intended": "intended (paper)"}
+"""The training table's words for each `loss_name`."""
+
+
+def loss_name(recipe: Mapping[str, Any]) -> str:
+    """`dino`, `reference-compatible` (DoRA's released code) or `intended` (DoRA's paper)."""
+    if method_of(recipe) == "dino":
+        return "dino"
+    return "reference-compatible" if recipe.get("reference_compat_loss") else "intended"
+
+
 def base_recipe(config: DoraConfig, recipe: Mapping[str, Any], step: int) -> dict[str, Any]:
     """The `base_recipe` metadata: what defines the run, machine-readable (architecture, clips, batch, steps, loss)."""
     return {
-        "method": "dora",
+        "method": method_of(recipe),
         "architecture": architecture_name(config),
         "image_size": config.image_size,
         "frames_per_clip": recipe.get("frames_per_clip"),
@@ -48,7 +64,7 @@ def base_recipe(config: DoraConfig, recipe: Mapping[str, Any], step: int) -> dic
         "batch_size_per_device": recipe.get("batch_size_per_device"),
         "epochs": recipe.get("epochs"),
         "steps": step,
-        "loss": "reference-compatible" if recipe.get("reference_compat_loss") else "intended",
+        "loss": loss_name(recipe),
         "mixed_precision": recipe.get("mixed_precision"),
     }
 
@@ -65,7 +81,7 @@ def training_rows(recipe: Mapping[str, Any], step: int) -> list[tuple[str, str]]
         ("weight decay", f"cosine {recipe.get('weight_decay')} -> {recipe.get('weight_decay_end')}"),
         ("teacher momentum", f"cosine {recipe.get('momentum_teacher')} -> 1.0"),
         ("teacher temperature", str(recipe.get("teacher_temp"))),
-        ("loss", "reference-compatible" if recipe.get("reference_compat_loss") else "intended (paper)"),
+        ("loss", LOSS_ROWS[loss_name(recipe)]),
         ("precision", str(recipe.get("mixed_precision"))),
     ]
 
@@ -116,6 +132,7 @@ def render_model_card(
         training=training_rows(recipe, step),
         results=result_rows(eval_results or []),
         architecture=architecture_name(config),
+        method=method_of(recipe),
         **{key: getattr(config, key) for key in (
             "hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "image_size",
             "head_out_dim", "head_bottleneck_dim", "num_objects", "sinkhorn_iterations", "mask_mode",

@@ -1,4 +1,5 @@
-"""DoRA self-distillation loss: DINO cross-entropy between tracked-object views and frames."""
+"""Self-distillation losses: the teacher side that DoRA and DINO share, and DoRA's loss between
+tracked-object views and frames (DINO's is in :mod:`dora_hf.dino_loss`)."""
 
 from __future__ import annotations
 
@@ -109,26 +110,15 @@ def reference_object_weights(num_objects: int, num_frames: int) -> Tensor:
     return tail_sums.flip(0) / num_objects
 
 
-class DoraLoss(nn.Module):
-    """Implementation of the loss described in 'Is ImageNet worth 1 video? Learning strong
-    image encoders from 1 long unlabelled video' (DoRA). [0]
+class SelfDistillationLoss(nn.Module):
+    """The teacher side of DINO self-distillation, shared by :class:`DoraLoss` and
+    :class:`~dora_hf.dino_loss.DinoLoss`, which differ only in the views they compare.
 
-    DINO self-distillation where the teacher sees the full global view of every frame and the
-    student sees, for each frame, one masked view per tracked object plus the frame's local
-    crops. The teacher output is centred and sharpened; no gradient reaches it.
-
-    By default the loss is the one the paper describes:
-    ``mean_{j,t} ( CE(p_t, s_{j,t}) + mean_c CE(p_t, l_{c,t}) ) / 2``.
-    ``reference_compat=True`` instead follows the code published by the authors [1], which
-    skips local view 0 and lets earlier objects weigh more (it never resets its per-frame
-    accumulator between objects); use it only to reproduce released checkpoints.
-
-    The teacher temperature follows DINO's linear warm-up schedule (constant 0.04 in the DoRA
-    recipe); the center is an exponential moving average of the teacher logits over all frames
-    and clips of the step, averaged across processes.
-
-    - [0]: DoRA, ICLR 2024, https://arxiv.org/abs/2310.08584
-    - [1]: https://github.com/shashankvkt/DoRA_ICLR24
+    Teacher targets are ``softmax((t - center) / tau)`` with tau on DINO's warm-up schedule; the
+    center is an exponential moving average of the raw teacher logits of each step, averaged
+    across processes. Subclasses give ``_check_shapes`` and ``_loss`` (the cross-entropies of
+    their student views against the targets); ``_distil`` runs them in float32 at least and then
+    moves the center.
 
     Attributes:
         output_dim:
@@ -143,15 +133,8 @@ class DoraLoss(nn.Module):
             Student temperature.
         center_momentum:
             Momentum of the center's moving average.
-        reference_compat:
-            Reproduce the released code's weighting instead of the intended loss.
         center:
             Buffer of shape ``(1, output_dim)``, saved in the state dict.
-
-    Examples:
-        >>> loss_fn = DoraLoss(output_dim=65536)
-        >>> # teacher: (B, T, D); masked views: (B, K, T, D); local views: (B, L, T, D)
-        >>> loss = loss_fn(teacher_logits, student_masked_logits, student_local_logits, epoch)
     """
 
     center: Tensor
@@ -164,7 +147,6 @@ class DoraLoss(nn.Module):
         warmup_teacher_temp_epochs: int = 0,
         student_temp: float = 0.1,
         center_momentum: float = 0.9,
-        reference_compat: bool = False,
     ) -> None:
         super().__init__()
         if output_dim < 1:
@@ -188,14 +170,10 @@ class DoraLoss(nn.Module):
         self.warmup_teacher_temp_epochs = warmup_teacher_temp_epochs
         self.student_temp = student_temp
         self.center_momentum = center_momentum
-        self.reference_compat = reference_compat
         self.register_buffer("center", torch.zeros(1, output_dim))
 
     def extra_repr(self) -> str:
-        return (
-            f"output_dim={self.output_dim}, teacher_temp={self.teacher_temp}, "
-            f"student_temp={self.student_temp}, reference_compat={self.reference_compat}"
-        )
+        return f"output_dim={self.output_dim}, teacher_temp={self.teacher_temp}, student_temp={self.student_temp}"
 
     def teacher_temperature(self, epoch: int | float) -> float:
         """Teacher temperature at ``epoch`` (fractional epochs allowed)."""
@@ -205,6 +183,102 @@ class DoraLoss(nn.Module):
             self.teacher_temp,
             self.warmup_teacher_temp_epochs,
         )
+
+    def teacher_targets(self, teacher: Tensor, epoch: int | float, dtype: torch.dtype) -> Tensor:
+        """``softmax((t - center) / tau_epoch)`` in ``dtype``, with the center from before this step."""
+        tau = self.teacher_temperature(epoch)
+        center = self.center.to(dtype)
+        return F.softmax((teacher.detach().to(dtype) - center) / tau, dim=-1)
+
+    def _check_shapes(self, teacher: Tensor, first: Tensor, second: Tensor) -> None:
+        raise NotImplementedError
+
+    def _loss(self, teacher: Tensor, first: Tensor, second: Tensor, epoch: int | float) -> Tensor:
+        raise NotImplementedError
+
+    def _distil(
+        self, teacher: Tensor, first: Tensor, second: Tensor, epoch: int | float, update_center: bool
+    ) -> Tensor:
+        """Checked shapes, the loss with the current center, then (optionally) the center update."""
+        self._check_shapes(teacher, first, second)
+        # Softmax over 65536 classes and sums of that length need at least float32; disabling
+        # autocast keeps the einsums (batched matmuls) from being run in half precision.
+        with torch.autocast(device_type=teacher.device.type, enabled=False):
+            loss = self._loss(teacher, first, second, epoch)
+        if update_center:
+            self.update_center(teacher)
+        return loss
+
+    @torch.no_grad()
+    def update_center(self, teacher_logits: Tensor) -> None:
+        """Moving-average update of the center from the raw teacher logits of this step.
+
+        The batch mean is over all teacher rows of the step (every frame of every clip; for DINO
+        also both global crops) and, under ``torch.distributed``, over all processes: the row sum
+        and the row count are reduced together, so ranks with unequal batch sizes are weighted by
+        their rows. Nothing is copied to the host.
+        """
+        rows = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1]).float()
+        count = torch.full((1, 1), rows.shape[0], dtype=rows.dtype, device=rows.device)
+        sum_and_count = torch.cat((rows.sum(dim=0, keepdim=True), count), dim=1)  # (1, D + 1)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(sum_and_count)
+        batch_center = sum_and_count[:, :-1] / sum_and_count[:, -1:]
+        self.center.mul_(self.center_momentum).add_(
+            batch_center.to(self.center.dtype), alpha=1.0 - self.center_momentum
+        )
+
+
+class DoraLoss(SelfDistillationLoss):
+    """Implementation of the loss described in 'Is ImageNet worth 1 video? Learning strong
+    image encoders from 1 long unlabelled video' (DoRA). [0]
+
+    DINO self-distillation where the teacher sees the full global view of every frame and the
+    student sees, for each frame, one masked view per tracked object plus the frame's local
+    crops. The teacher output is centred and sharpened; no gradient reaches it.
+
+    By default the loss is the one the paper describes:
+    ``mean_{j,t} ( CE(p_t, s_{j,t}) + mean_c CE(p_t, l_{c,t}) ) / 2``.
+    ``reference_compat=True`` instead follows the code published by the authors [1], which
+    skips local view 0 and lets earlier objects weigh more (it never resets its per-frame
+    accumulator between objects); use it only to reproduce released checkpoints.
+
+    The teacher temperature follows DINO's linear warm-up schedule (constant 0.04 in the DoRA
+    recipe); the center is an exponential moving average of the teacher logits over all frames
+    and clips of the step, averaged across processes.
+
+    - [0]: DoRA, ICLR 2024, https://arxiv.org/abs/2310.08584
+    - [1]: https://github.com/shashankvkt/DoRA_ICLR24
+
+    Attributes:
+        reference_compat:
+            Reproduce the released code's weighting instead of the intended loss.
+        (the others):
+            See :class:`SelfDistillationLoss`.
+
+    Examples:
+        >>> loss_fn = DoraLoss(output_dim=65536)
+        >>> # teacher: (B, T, D); masked views: (B, K, T, D); local views: (B, L, T, D)
+        >>> loss = loss_fn(teacher_logits, student_masked_logits, student_local_logits, epoch)
+    """
+
+    def __init__(
+        self,
+        output_dim: int = 65536,
+        warmup_teacher_temp: float = 0.04,
+        teacher_temp: float = 0.04,
+        warmup_teacher_temp_epochs: int = 0,
+        student_temp: float = 0.1,
+        center_momentum: float = 0.9,
+        reference_compat: bool = False,
+    ) -> None:
+        super().__init__(
+            output_dim, warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, student_temp, center_momentum
+        )
+        self.reference_compat = reference_compat
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, reference_compat={self.reference_compat}"
 
     def _check_shapes(self, teacher: Tensor, masked: Tensor, local: Tensor) -> None:
         """Fail early with the offending shapes rather than inside an einsum."""
@@ -260,24 +334,15 @@ class DoraLoss(nn.Module):
         Returns:
             The scalar loss, in float32 (or float64 for float64 inputs).
         """
-        self._check_shapes(teacher_logits, student_masked_logits, student_local_logits)
-        # Softmax over 65536 classes and sums of that length need at least float32; disabling
-        # autocast keeps the einsum (a batched matmul) from being run in half precision.
-        with torch.autocast(device_type=teacher_logits.device.type, enabled=False):
-            loss = self._loss(
-                teacher_logits, student_masked_logits, student_local_logits, epoch
-            )
-        if update_center:
-            self.update_center(teacher_logits)
-        return loss
+        return self._distil(
+            teacher_logits, student_masked_logits, student_local_logits, epoch, update_center
+        )
 
     def _loss(self, teacher: Tensor, masked: Tensor, local: Tensor, epoch: int | float) -> Tensor:
         """Loss with the current center; float32 at least, whatever the input precision."""
         dtype = torch.promote_types(teacher.dtype, torch.float32)
         batch, frames = teacher.shape[0], teacher.shape[1]
-        tau = self.teacher_temperature(epoch)
-        center = self.center.to(dtype)
-        targets = F.softmax((teacher.detach().to(dtype) - center) / tau, dim=-1)  # (B, T, D)
+        targets = self.teacher_targets(teacher, epoch, dtype)  # (B, T, D)
 
         if self.reference_compat:
             local = local[:, 1:]  # the reference skips local view 0
@@ -294,22 +359,3 @@ class DoraLoss(nn.Module):
         per_object = 0.5 * (ce_masked.sum(dim=1) + ce_local.mean(dim=0).sum())  # (K,)
         weights = reference_object_weights(ce_masked.shape[0], frames)
         return torch.einsum("k,k->", weights.to(device=per_object.device, dtype=dtype), per_object)
-
-    @torch.no_grad()
-    def update_center(self, teacher_logits: Tensor) -> None:
-        """Moving-average update of the center from the raw teacher logits of this step.
-
-        The batch mean is over all ``B * T`` frames of the step and, under
-        ``torch.distributed``, over all processes: the row sum and the row count are reduced
-        together, so ranks with unequal batch sizes are weighted by their rows. Nothing is
-        copied to the host.
-        """
-        rows = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1]).float()
-        count = torch.full((1, 1), rows.shape[0], dtype=rows.dtype, device=rows.device)
-        sum_and_count = torch.cat((rows.sum(dim=0, keepdim=True), count), dim=1)  # (1, D + 1)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(sum_and_count)
-        batch_center = sum_and_count[:, :-1] / sum_and_count[:, -1:]
-        self.center.mul_(self.center_momentum).add_(
-            batch_center.to(self.center.dtype), alpha=1.0 - self.center_momentum
-        )

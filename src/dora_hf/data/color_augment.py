@@ -17,6 +17,10 @@ whichever operation it is, runs in one batched step (images that are not jittere
 ``f = 1``, which leaves them exactly as they are); hue rotation, the costly one, runs once per
 image, between the blend steps where that image's order puts it.
 
+DINO's second global crop is also solarised with some probability (:func:`solarize_`, after the
+blur), and its two global crops differ in their blur probability; :func:`stack_params` lets them
+share one call.
+
 Every operation works in place and uses only arithmetic, ``clamp``, ``sign``, ``round`` and
 plain reductions: on the CPU, comparisons, ``where``, ``remainder``, gathers of image subsets
 and freshly allocated temporaries each cost several times an in-place arithmetic pass. So
@@ -34,8 +38,8 @@ levels (its hue to 256 steps of a turn).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -199,6 +203,15 @@ def select_params(params: ColorParams, idx: Tensor) -> ColorParams:
     return ColorParams(p.jitter[idx], p.factors[idx], p.order[idx], p.grayscale[idx], p.blur[idx], p.sigma[idx])
 
 
+def stack_params(params: Sequence[ColorParams], dim: int) -> ColorParams:
+    """Parameters drawn for several view types, stacked into one batch along batch dimension ``dim``.
+
+    DINO's two global crops share a recipe except for the blur probability: each is drawn with
+    its own :class:`ColorAugment`, and the stack is then applied to all of them at once.
+    """
+    return ColorParams(*(torch.stack([getattr(p, f.name) for p in params], dim) for f in fields(ColorParams)))
+
+
 # ---- colour jitter -------------------------------------------------------------------------
 
 
@@ -359,6 +372,16 @@ def _grey(images: Tensor) -> Tensor:
     grey = torch.mul(r, _GREY_WEIGHTS[0])
     grey.add_(g, alpha=_GREY_WEIGHTS[1]).add_(b, alpha=_GREY_WEIGHTS[2])
     return grey.unsqueeze(-3)
+
+
+def solarize_(images: Tensor, mask: Tensor) -> Tensor:
+    """Solarise the images where the CPU ``mask`` is true: ``x -> 1 - x`` where ``x >= 0.5``.
+
+    torchvision's ``RandomSolarize(threshold=0.5)`` on float images in [0, 1] (DINO's PIL
+    ``ImageOps.solarize`` inverts the levels >= 128). Writes into ``images`` unless every image
+    is selected; returns the result.
+    """
+    return _on_subset(images, mask, lambda sub, idx: torch.where(sub >= 0.5, 1.0 - sub, sub))
 
 
 def to_grayscale(images: Tensor) -> Tensor:

@@ -190,7 +190,7 @@ class ClipViews:
         self.local_color = self.config.color_augment(local=True)
 
     def __call__(self, frames: Tensor, generator: torch.Generator | None = None) -> DoraViews:
-        b, t, _, h, w = _check_frames(frames)
+        b, t, _, h, w = check_frames(frames)
         return self.render(frames, self.sample_params(b, t, h, w, generator))
 
     def sample_params(
@@ -223,7 +223,7 @@ class ClipViews:
     @torch.no_grad()
     def render(self, frames: Tensor, params: ViewParams) -> DoraViews:
         """Apply ``params`` to ``frames``: crops and resizes, then photometric ops, then normalisation."""
-        b, t, c, h, w = _check_frames(frames)
+        b, t, c, h, w = check_frames(frames)
         if params.clip_boxes.shape[0] != b or params.local_boxes.shape[1:3] != (self.config.num_local_views, t):
             raise ValueError("view parameters were drawn for another batch shape")
         if frames.device.type == "cpu":
@@ -231,11 +231,7 @@ class ClipViews:
         return self._render_batched(frames, params)
 
     def _normalisation(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """``(x - mean) / std`` as ``x * scale + shift``: float32 ``(3,)`` scale and shift."""
-        std = torch.tensor(self.config.std, dtype=torch.float64)
-        scale = (1.0 / std).to(torch.float32)
-        shift = (-torch.tensor(self.config.mean, dtype=torch.float64) / std).to(torch.float32)
-        return scale.to(device), shift.to(device)
+        return normalisation(self.config.mean, self.config.std, device)
 
     def _render_batched(self, frames: Tensor, params: ViewParams) -> DoraViews:
         """The whole batch at once, by gathered taps (any device; used off the CPU)."""
@@ -458,7 +454,17 @@ def _index_color(params: ColorParams, i: int) -> ColorParams:
     ).flatten()
 
 
-def _check_frames(frames: Tensor) -> tuple[int, int, int, int, int]:
+def normalisation(
+    mean: tuple[float, float, float], std: tuple[float, float, float], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """``(x - mean) / std`` as ``x * scale + shift``: float32 ``(3,)`` scale and shift on ``device``."""
+    std_t = torch.tensor(std, dtype=torch.float64)
+    scale = (1.0 / std_t).to(torch.float32)
+    shift = (-torch.tensor(mean, dtype=torch.float64) / std_t).to(torch.float32)
+    return scale.to(device), shift.to(device)
+
+
+def check_frames(frames: Tensor) -> tuple[int, int, int, int, int]:
     """Validate the frames tensor and return its shape."""
     if frames.dim() != 5 or frames.shape[2] != 3:
         raise ValueError(f"frames must be (B, T, 3, H, W), got shape {tuple(frames.shape)}")

@@ -8,6 +8,7 @@ The step itself is in `step.py`; this file is the wiring around it that a launch
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import time
@@ -25,7 +26,9 @@ from tqdm.auto import tqdm
 from ..data.clips import ClipStream, collate_clips
 from ..data.dataset_info import count_clips, read_prepare_info
 from ..data.random_access import open_random_access
+from ..data.dino_views import DinoViews, DinoViewsConfig
 from ..data.views import ClipViews
+from ..dino_loss import DinoLoss
 from ..errors import DoraUserError
 from ..hub import check_push_target
 from ..output_folder import (
@@ -37,14 +40,22 @@ from ..output_folder import (
     write_errors_reported,
     write_marker,
 )
-from ..loss import DoraLoss
+from ..loss import DoraLoss, SelfDistillationLoss
 from ..modeling import DoraConfig, DoraForPreTraining
 from .interrupt import GracefulInterrupt, leave_stop_signals_to_the_main_process
-from .checkpoints import RunState, complete_checkpoints, load_rank_state, resolve_checkpoint, save_checkpoint
+from .checkpoints import (
+    RECIPE_FILE,
+    RunState,
+    complete_checkpoints,
+    load_rank_state,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from .dino_step import DinoTrainingStep
 from .optimizer import build_optimizer
 from .recipe import PretrainRecipe
 from .schedules import DoraSchedules
-from .step import DoraTrainingStep, MultiViewStudent
+from .step import DoraTrainingStep, SelfDistillationStep
 
 
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
@@ -62,7 +73,7 @@ class PretrainResult:
     loss_history: list[float] = field(default_factory=list)
     interrupted: bool = False
     teacher: DoraForPreTraining | None = field(default=None, repr=False)
-    loss_fn: DoraLoss | None = field(default=None, repr=False)
+    loss_fn: SelfDistillationLoss | None = field(default=None, repr=False)
 
     def loss_trend(self, fraction: float = 0.1) -> tuple[float, float] | None:
         """Mean loss over the first and the last `fraction` of the logged windows (at least one each)."""
@@ -76,7 +87,16 @@ def build_model_config(recipe: PretrainRecipe) -> DoraConfig:
     return recipe.model_config()
 
 
-def build_views(recipe: PretrainRecipe) -> ClipViews:
+TRAINING_STEPS: dict[str, type[SelfDistillationStep]] = {"dora": DoraTrainingStep, "dino": DinoTrainingStep}
+"""The step of each recipe `method`; each names the student module it runs (`student_class`)."""
+
+METHOD_NAMES = {"dora": "DoRA", "dino": "DINO"}
+
+
+def build_views(recipe: PretrainRecipe) -> ClipViews | DinoViews:
+    """DoRA's clip views, or DINO's crops of every frame at the same sizes (`method: dino`)."""
+    if recipe.method == "dino":
+        return DinoViews(DinoViewsConfig(recipe.views_config()))
     return ClipViews(recipe.views_config())
 
 
@@ -89,16 +109,19 @@ def build_student_and_teacher(config: DoraConfig) -> tuple[DoraForPreTraining, D
     return student_model, teacher
 
 
-def build_loss(recipe: PretrainRecipe, config: DoraConfig) -> DoraLoss:
-    return DoraLoss(
+def build_loss(recipe: PretrainRecipe, config: DoraConfig) -> SelfDistillationLoss:
+    """The method's loss; both take the recipe's temperatures and center momentum."""
+    teacher_side = dict(
         output_dim=config.head_out_dim,
         warmup_teacher_temp=recipe.warmup_teacher_temp,
         teacher_temp=recipe.teacher_temp,
         warmup_teacher_temp_epochs=recipe.warmup_teacher_temp_epochs,
         student_temp=recipe.student_temp,
         center_momentum=recipe.center_momentum,
-        reference_compat=recipe.reference_compat_loss,
     )
+    if recipe.method == "dino":
+        return DinoLoss(**teacher_side)
+    return DoraLoss(**teacher_side, reference_compat=recipe.reference_compat_loss)
 
 
 def build_schedules(
@@ -168,6 +191,19 @@ def _claim_run_folder(recipe: PretrainRecipe, output_dir: Path) -> None:
     except BaseException:
         claim.release()
         raise
+
+
+def check_same_method(recipe: PretrainRecipe, checkpoint: Path) -> None:
+    """Refuse to continue a checkpoint of the other method (runs from before `method` were DoRA)."""
+    try:
+        trained = json.loads((checkpoint / RECIPE_FILE).read_text()).get("method", "dora")
+    except (OSError, ValueError, AttributeError) as err:
+        raise DoraUserError(f"cannot read the recipe of checkpoint {checkpoint}: {err}") from err
+    if trained != recipe.method:
+        raise DoraUserError(
+            f"recipe key 'method' is {recipe.method!r} but checkpoint {checkpoint} was trained with {trained!r}; "
+            "resume it with the same method"
+        )
 
 
 class ClipReader(Protocol):
@@ -326,7 +362,7 @@ def check_supported(accelerator: Accelerator, recipe: PretrainRecipe) -> None:
         )
 
 
-def tracker_config(recipe: PretrainRecipe, config: DoraConfig, views: ClipViews) -> dict[str, Any]:
+def tracker_config(recipe: PretrainRecipe, config: DoraConfig, views: ClipViews | DinoViews) -> dict[str, Any]:
     """The whole run as flat scalars for experiment trackers: the recipe, then the resolved model
     (`model.*`) and views (`views.*`) configurations, lists and tuples as text."""
 
@@ -336,12 +372,14 @@ def tracker_config(recipe: PretrainRecipe, config: DoraConfig, views: ClipViews)
     flat = {k: scalar(v) for k, v in dataclasses.asdict(recipe).items() if k not in ("model", "views")}
     model = {k: v for k, v in config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
     flat.update({f"model.{k}": scalar(v) for k, v in sorted(model.items()) if not isinstance(v, dict)})
-    flat.update({f"views.{k}": scalar(v) for k, v in sorted(dataclasses.asdict(views.config).items())})
+    view_values = dataclasses.asdict(views.config)
+    view_values.update(view_values.pop("views", {}))  # DINO's config holds the recipe's `views:` whole
+    flat.update({f"views.{k}": scalar(v) for k, v in sorted(view_values.items())})
     return flat
 
 
 def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> PretrainResult:
-    """Run (or continue) a DoRA pretraining described by `recipe`; returns what it did."""
+    """Run (or continue) the pretraining `recipe` describes (DoRA, or DINO with `method: dino`); returns what it did."""
     recipe.validate()
     accelerator = accelerator or make_accelerator(recipe)
     check_supported(accelerator, recipe)
@@ -364,7 +402,8 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
     loss_fn = build_loss(recipe, config)
     schedules = build_schedules(recipe, global_batch, total_steps / steps_per_epoch, steps_per_epoch)
 
-    student = MultiViewStudent(student_model)
+    step_class = TRAINING_STEPS[recipe.method]
+    student = step_class.student_class(student_model)
     optimizer = build_optimizer(student_model, accelerator.device)
     student, optimizer = accelerator.prepare(student, optimizer)
     teacher.to(accelerator.device)
@@ -373,7 +412,7 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
         compile_backbones_(student_model, teacher)
     run_state = RunState(teacher, loss_fn)
     accelerator.register_for_checkpointing(run_state)
-    step_fn = DoraTrainingStep(
+    step_fn = step_class(
         accelerator=accelerator,
         student=student,
         student_model=student_model,
@@ -394,6 +433,7 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
 
         exact = not recipe.resume_inexact
         checkpoint = agree_on_checkpoint(accelerator, recipe.resume_from_checkpoint, output_dir, exact=exact)
+        check_same_method(recipe, checkpoint)
         load_checkpoint(accelerator, checkpoint)
         rank_state = load_rank_state(checkpoint, rank)
         resumed_from = checkpoint
@@ -418,14 +458,15 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
             recipe.checkpoints_total_limit,
         )
 
+    views_in_words = f"k={config.num_objects} objects" if recipe.method == "dora" else "each frame one DINO image"
     accelerator.print(
-        f"DoRA pretraining: {world} process(es) on {accelerator.device.type}, global batch {global_batch} clips "
+        f"{METHOD_NAMES[recipe.method]} pretraining: {world} process(es) on {accelerator.device.type}, global batch {global_batch} clips "
         f"({recipe.batch_size_per_device} per process"
         f"{f' x {accumulation} accumulated micro-batches' if accumulation > 1 else ''}) of {recipe.frames_per_clip} frames, "
         f"{plan.clips_per_epoch} clips/epoch (one per source-frame start; {plan.distinct_clips} distinct) -> "
         f"{steps_per_epoch} steps/epoch, {total_steps} steps, precision {accelerator.mixed_precision}, "
         f"model {config.hidden_size}x{config.num_hidden_layers} ({config.num_attention_heads} heads), "
-        f"k={config.num_objects} objects; data: {plan.mode}"
+        f"{views_in_words}; data: {plan.mode}"
     )
     if recipe.report_to != "none":
         accelerator.init_trackers("dora-hf", config=tracker_config(recipe, config, views))

@@ -86,6 +86,10 @@ FRACTION = Bounds(0, 1)
 
 @dataclass
 class PretrainRecipe:
+    method: str = "dora"
+    """`dora`, or `dino`: the DINO baseline (Caron et al. 2021) on the same frames, each frame of
+    each clip one image with DINO's two global and `views.num_local_views` local crops at the
+    sizes of `views:`; the optimisation, checkpoints and export are the same."""
     # data
     dataset: str = ""
     dataset_revision: str | None = None
@@ -169,6 +173,8 @@ class PretrainRecipe:
             value = getattr(self, name)
             if value is not None and value not in bounds:
                 raise DoraUserError(f"recipe key {name!r} must be {bounds.describe()}, got {value!r}")
+        if self.method == "dino" and self.reference_compat_loss:
+            raise DoraUserError("recipe key 'reference_compat_loss' applies to method dora only; DINO has one loss")
         self.model_config()
         self.views_config()
 
@@ -204,6 +210,7 @@ SECTIONS = ("model", "views")
 """Keys holding a mapping of `DoraConfig` / `ClipViewsConfig` fields."""
 
 CHOICES: dict[str, tuple[str, ...]] = {
+    "method": ("dora", "dino"),
     "mixed_precision": ("bf16", "fp16", "no"),
     "report_to": ("none", "all", *sorted(t.value for t in LoggerType if t.value != "all")),
 }

@@ -7,7 +7,10 @@ applied to the patch tokens) and the L*B*T local views, the loss as batched tens
 backward, per-parameter clipping, the frozen last layer in early epochs, the optimiser step with
 this step's learning rate and weight decay, and the EMA teacher update. No Python loop over
 frames, objects or crops, and no host sync inside the step.
-"""
+
+Everything after the backward, and the accumulation around it, is `SelfDistillationStep`, which
+the DINO baseline's step (`dino_step.py`) shares: the two methods differ only in their views,
+their forward and their loss."""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..data.dino_views import DinoCrops, DinoViews
 from ..data.views import ClipViews, DoraViews
-from ..loss import DoraLoss
+from ..loss import SelfDistillationLoss
 from ..modeling import DoraForPreTraining, DoraTrackingOutput
 from .ema import ema_update_
 from .gradients import cancel_last_layer_gradients_, clip_gradients_per_parameter_
@@ -58,14 +62,23 @@ class MultiViewStudent(nn.Module):
         patch_mask = view_patch_masks.flatten(3).transpose(1, 2).flatten(0, 1)
         masked = self.model.dora(pixel_values=global_views.flatten(0, 1), patch_mask=patch_mask).pooler_output
         # Back to the loss's (B, k, T) order on the pooled features, which are small.
-        features = [masked.unflatten(0, (batch, frames, objects)).transpose(1, 2).flatten(0, 2)]
-        num_local = local_views.shape[:3].numel()
-        if num_local:
-            local = local_views.flatten(0, 2)
-            features.append(self.model.dora(pixel_values=local, interpolate_pos_encoding=True).pooler_output)
-        logits = self.model.projection_head(torch.cat(features))
-        masked_logits, local_logits = logits.split([features[0].shape[0], num_local])
+        masked = masked.unflatten(0, (batch, frames, objects)).transpose(1, 2).flatten(0, 2)
+        masked_logits, local_logits = self.project(masked, local_views.flatten(0, 2))
         return masked_logits.unflatten(0, (batch, objects, frames)), local_logits.unflatten(0, local_views.shape[:3])
+
+    def project(self, global_features: torch.Tensor, local_views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of the global-size features `(n, d)` and of the local views `(m, C, h, w)`.
+
+        The local views run through the backbone at their own size (interpolated position
+        embeddings), then both sets of features through the projection head in one call.
+        """
+        features = [global_features]
+        num_local = local_views.shape[0]
+        if num_local:
+            features.append(self.model.dora(pixel_values=local_views, interpolate_pos_encoding=True).pooler_output)
+        logits = self.model.projection_head(torch.cat(features))
+        global_logits, local_logits = logits.split([global_features.shape[0], num_local])
+        return global_logits, local_logits
 
 
 @dataclass
@@ -79,12 +92,19 @@ class StepOutput:
     tracks: DoraTrackingOutput | None = None
 
 
-class DoraTrainingStep:
-    """Holds what a step needs and runs it; `accelerator` is an `accelerate.Accelerator`.
+class SelfDistillationStep:
+    """What DoRA's and DINO's steps share; `accelerator` is an `accelerate.Accelerator`.
 
-    `student` is the (possibly DDP-wrapped) `MultiViewStudent`; `student_model` and `teacher` are
-    the bare `DoraForPreTraining` networks, paired by parameter name for the EMA.
+    Everything but the views and the forward: this step's learning rate, weight decay and teacher
+    momentum, gradient accumulation, per-parameter clipping, the frozen last layer, the optimiser
+    step, the center update and the EMA teacher. A subclass gives `_forward_backward` (views,
+    teacher, student, loss and backward of one micro-batch) and its `student_class`.
+
+    `student` is the (possibly DDP-wrapped) `student_class` around `student_model`; `student_model`
+    and `teacher` are the bare `DoraForPreTraining` networks, paired by parameter name for the EMA.
     """
+
+    student_class: type[nn.Module] = MultiViewStudent
 
     def __init__(
         self,
@@ -93,10 +113,10 @@ class DoraTrainingStep:
         student: nn.Module,
         student_model: DoraForPreTraining,
         teacher: DoraForPreTraining,
-        loss_fn: DoraLoss,
+        loss_fn: SelfDistillationLoss,
         optimizer: torch.optim.Optimizer,
         schedules: DoraSchedules,
-        views: ClipViews,
+        views: ClipViews | DinoViews,
         steps_per_epoch: int,
         clip_grad: float = 3.0,
         freeze_last_layer: float = 1.0,
@@ -119,7 +139,7 @@ class DoraTrainingStep:
         self.view_generator = torch.Generator().manual_seed(seed * 1000 + 2 * rank)
         self.head_generator = torch.Generator().manual_seed(seed * 1000 + 2 * rank + 1)
 
-    def make_views(self, frames: torch.Tensor) -> DoraViews:
+    def make_views(self, frames: torch.Tensor) -> DoraViews | DinoCrops:
         """Views built on the frames' device (the accelerator when there is one)."""
         return self.views(frames, self.view_generator)
 
@@ -132,7 +152,7 @@ class DoraTrainingStep:
 
         Accumulated micro-batches make the same step as their concatenation: the loss is a mean
         per micro-batch that `accelerator.backward` divides by their number, all micro-batches
-        share one draw of tracked heads and the center before the step, and the center and the EMA
+        share one draw of tracked heads (DoRA) and the center before the step, and the center and the EMA
         are updated once, after the optimiser step, from the teacher outputs of all of them.
         """
         micro_batches = [frames] if isinstance(frames, torch.Tensor) else list(frames)
@@ -172,6 +192,16 @@ class DoraTrainingStep:
             teacher_momentum=momentum,
             tracks=tracks if return_tracks else None,
         )
+
+    def _forward_backward(
+        self, frames: torch.Tensor, epoch: float, return_tracks: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, DoraTrackingOutput | None]:
+        """Loss (detached), teacher logits and tracks (or None) of one micro-batch, after its backward."""
+        raise NotImplementedError
+
+
+class DoraTrainingStep(SelfDistillationStep):
+    """One DoRA step: the teacher tracks objects through each clip and the student sees them."""
 
     def _forward_backward(
         self, frames: torch.Tensor, epoch: float, return_tracks: bool
