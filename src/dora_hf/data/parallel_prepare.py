@@ -41,6 +41,8 @@ SEGMENTS_PER_WORKER = 4
 
 POLL_S = 0.25
 """How often the parent wakes to update the progress bar while it waits for workers."""
+CRASH_REAP_S = 2.0
+"""How long, after a worker died, to wait for each worker's exit code (the pool stops the rest)."""
 
 
 @dataclass(frozen=True)
@@ -354,6 +356,11 @@ class ParallelDecoder:
 
     def _crashed(self) -> DoraUserError:
         """The one error for a worker process that died (killed, out of memory, a crash in a decoder)."""
+        # A worker started since the last poll is only in the pool's own table (while it lasts).
+        self._seen_processes.update(getattr(self._executor, "_processes", None) or {})
+        for process in self._seen_processes.values():
+            if process.exitcode is None:
+                process.join(CRASH_REAP_S)  # the pool stops the others; an exit code is known once reaped
         codes = {p.exitcode for p in self._seen_processes.values() if p.exitcode not in (None, 0)}
         unexpected = codes - {-signal.SIGTERM} or codes  # the pool terminates the others once one died
         how = ", ".join(sorted(_describe_exit(code) for code in unexpected)) or "it ended abruptly"
