@@ -4,6 +4,7 @@ masks (precision ~ the foreground share), and `dora-hf eval discovery` with a ti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +22,7 @@ from dora_hf.evaluation.discovery import (
     clip_starts,
     connected_components,
     dilate,
+    downscale,
     erode,
     evaluate_discovery,
     foreground_masks,
@@ -231,6 +233,31 @@ def test_masks_on_the_squares_score_about_one_and_random_masks_the_chance_level(
     json.dumps(scores, allow_nan=False)
 
 
+def test_large_frames_are_scored_at_the_settings_side_with_the_same_result() -> None:
+    """4x-upscaled frames brought back to the short side of the originals score exactly as the originals."""
+    frames, _ = synthetic_clip(30)
+    large = frames.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+    assert torch.equal(downscale(large, HEIGHT), frames)  # block averages of nearest-upscaled pixels
+    assert downscale(frames, HEIGHT) is frames and downscale(large, 0) is large
+
+    def tracker_at(scale: int):
+        def squares(clip: torch.Tensor) -> torch.Tensor:
+            small = clip if scale == 1 else downscale(clip, HEIGHT)
+            start = next(t for t in range(frames.shape[0]) if torch.equal(frames[t], small[0]))
+            masks = torch.zeros(2, clip.shape[0], HEIGHT, WIDTH, dtype=torch.bool)
+            for t in range(clip.shape[0]):
+                for i, (y, x) in enumerate(square_positions(start + t)):
+                    masks[i, t, y : y + SIDE, x : x + SIDE] = True
+            return centre_square(masks.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3))
+        return squares
+
+    settings = DiscoverySettings(clip_frames=6, clip_step=6, window=21)
+    small = evaluate_discovery(frames, tracker_at(1), settings)
+    scaled = evaluate_discovery(large, tracker_at(4), dataclasses.replace(settings, side=HEIGHT))
+    assert scaled["foreground_side"] == small["foreground_side"] == HEIGHT
+    assert scaled["model"] == small["model"] and scaled["random"] == small["random"]
+
+
 def test_eval_discovery_runs_a_tiny_dora_end_to_end(squares_video, tmp_path, capsys) -> None:
     model = save_tiny_dora(tmp_path / "tiny-dora")
     out = tmp_path / "discovery.json"
@@ -253,3 +280,18 @@ def test_invalid_settings_are_user_errors(squares_video, tmp_path, capsys) -> No
     argv = ["eval", "discovery", str(squares_video[0]), "--model", "unused", "--clip-frames", "1"]
     assert cli_main(argv) == 2
     assert "invalid discovery settings" in capsys.readouterr().err
+    for bad, message in ((["--side", "-1"], "invalid discovery settings"), (["--start", "-3"], "--start -3: must be 0 or more")):
+        assert cli_main(["eval", "discovery", str(squares_video[0]), "--model", "unused", *bad]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_start_scores_only_the_frames_from_there_on(squares_video, tmp_path) -> None:
+    """`--start` skips to held-out frames: the clips are those of the video read from that frame."""
+    model_dir = save_tiny_dora(tmp_path / "tiny")
+    out = tmp_path / "late.json"
+    argv = ["eval", "discovery", str(squares_video[0]), "--model", str(model_dir), "--clip-frames", "4",
+            "--clip-step", "4", "--window", "9", "--start", "36", "--no-progress", "--out", str(out)]
+    assert cli_main(argv) == 0
+    results = json.loads(out.read_text())
+    assert results["dataset"]["start_frame"] == 36 and results["dataset"]["num_frames"] == 12  # frames 36..47
+    assert [clip["start"] for clip in results["details"]["clips"]] == [0, 4, 8]

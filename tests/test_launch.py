@@ -19,7 +19,7 @@ def one_shard_dataset(synthetic_video: Path, tmp_path_factory: pytest.TempPathFa
     from dora_hf.data.prepare import PrepareOptions, prepare_dataset
 
     out = tmp_path_factory.mktemp("launch") / "frames"
-    options = PrepareOptions(clip_step=10, keep_every=5, frames_per_clip=4, short_side=96)
+    options = PrepareOptions(clip_step=3, frames_per_clip=4, short_side=96)  # the demo recipe's spacing
     prepare_dataset([synthetic_video], out, options, progress=False, log=None)
     assert len(list((out / "data").glob("*.parquet"))) == 1
     return out
@@ -41,8 +41,8 @@ def test_readme_two_cpu_process_launch_trains_on_one_shard(one_shard_dataset: Pa
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    # 200 source frames, clips of 4 frames 10 apart: 200 - 3 * 10 = 170 clips per epoch, split over
-    # 2 processes of 4 clips per step.
-    assert re.search(r"DoRA pretraining: 2 process\(es\).*170 clips/epoch .* -> 21 steps/epoch", output), output[-4000:]
+    # 200 source frames, clips of 4 frames 3 apart: 200 - 3 * 3 = 191 clips per epoch, split over
+    # 2 processes of 4 clips per step: 191 // 8 = 23 steps.
+    assert re.search(r"DoRA pretraining: 2 process\(es\).*191 clips/epoch .* -> 23 steps/epoch", output), output[-4000:]
     assert "data: random access" in output
     assert (tmp_path / "export" / "model.safetensors").is_file()

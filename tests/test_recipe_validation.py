@@ -145,5 +145,5 @@ def test_shipped_recipes_keep_their_values_and_types():
         recipe.validate()
         assert isinstance(recipe.base_learning_rate, float) and isinstance(recipe.batch_size_per_device, int)
     demo = load_recipe(DEMO_RECIPE)
-    assert (demo.base_learning_rate, demo.mixed_precision, demo.overwrite) == (3e-3, "no", True)
+    assert (demo.base_learning_rate, demo.mixed_precision, demo.overwrite) == (3.2e-2, "no", True)
     assert demo.model["hidden_size"] == 96 and demo.views["num_local_views"] == 2

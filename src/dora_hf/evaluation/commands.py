@@ -99,6 +99,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--clip-step", type=int, default=defaults.clip_step, help="a clip starts every N sampled frames (default: 8)"
     )
     discovery.add_argument("--frame-step", type=int, default=1, help="take every N-th frame of the video (default: 1)")
+    discovery.add_argument(
+        "--start", type=int, default=0, help="first video frame read, e.g. to score only frames held out of training"
+    )
     discovery.add_argument("--max-clips", type=int, default=defaults.max_clips, help="at most N clips, 0 = all (default: 32)")
     discovery.add_argument(
         "--window", type=int, default=defaults.window,
@@ -110,6 +113,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     discovery.add_argument("--opening", type=int, default=defaults.opening, help="opening radius in pixels (default: 1)")
     discovery.add_argument("--closing", type=int, default=defaults.closing, help="closing radius in pixels (default: 2)")
+    discovery.add_argument(
+        "--side", type=int, default=defaults.side,
+        help="short side the frames are downscaled to for the foreground and scores, 0 = as decoded (default: 224)",
+    )
     discovery.add_argument(
         "--size", type=int, default=None, help="side of the centre crop the model sees (default: its image size)"
     )
@@ -279,41 +286,25 @@ def run_davis(args: argparse.Namespace) -> dict:
 
 
 def run_discovery(args: argparse.Namespace) -> dict:
-    import torch
-
-    from .discovery import METRIC_NAMES, evaluate_discovery
-    from .frame_input import read_frames
-    from .mask_figure import clip_to_pixel_values
-    from .tracker_features import read_tracker_features, tracking_head_for
+    from .discovery import METRIC_NAMES
+    from .discovery_model import discover_in_video
 
     try:
         settings = DiscoverySettings(
             clip_frames=args.clip_frames, clip_step=args.clip_step, max_clips=args.max_clips,
             window=args.window, threshold=args.threshold, opening=args.opening, closing=args.closing,
+            side=args.side,
         )
     except ValueError as err:
         raise DoraUserError(str(err)) from err
+    if args.start < 0:
+        raise DoraUserError(f"--start {args.start}: must be 0 or more")
     backbone = _backbone(args)
-    size = args.size or backbone.image_size
-    if size % backbone.patch_size:
-        raise DoraUserError(f"--size {size}: must be a multiple of the patch size {backbone.patch_size}")
-    config = backbone.model.config
-    head = tracking_head_for(config, args.objects or int(getattr(config, "num_objects", min(3, backbone.num_heads))))
-    # The clips' frames, and half a median window after the last so that its background is as good.
-    last = (settings.max_clips - 1) * settings.clip_step + settings.clip_frames if settings.max_clips else 1 << 20
-    frames = read_frames(args.video, last + settings.window // 2, args.frame_step)
-    if frames.shape[0] < settings.clip_frames:
-        raise DoraUserError(f"{args.video}: {frames.shape[0]} frames, fewer than --clip-frames {settings.clip_frames}")
-    mean, std = backbone.pixel_mean_std()
-    generator = torch.Generator().manual_seed(args.seed)
-
-    def track(clip: torch.Tensor) -> torch.Tensor:
-        pixel_values = clip_to_pixel_values(clip, size, mean, std).to(backbone.device)
-        features = read_tracker_features(backbone.model, pixel_values.flatten(0, 1), size != backbone.image_size)
-        with torch.inference_mode():
-            return head(features, pixel_values, None, generator).masks[0]
-
-    scores = evaluate_discovery(frames, track, settings, seed=args.seed, progress=not args.no_progress)
+    run = discover_in_video(
+        backbone, args.video, settings, size=args.size, num_objects=args.objects, frame_step=args.frame_step,
+        start=args.start, seed=args.seed, progress=not args.no_progress,
+    )
+    scores, size = run.scores, run.size
     names = {
         "precision": ("precision", "Foreground precision of tracked masks"),
         "chance": ("foreground_share", "Foreground share of the frame (chance precision)"),
@@ -334,12 +325,12 @@ def run_discovery(args: argparse.Namespace) -> dict:
         model_revision=backbone.revision,
         dataset={
             "name": str(args.video), "config": None, "split": None, "revision": None,
-            "num_frames": int(frames.shape[0]), "num_clips": len(scores["clips"]),
+            "num_frames": run.num_frames, "num_clips": len(scores["clips"]), "start_frame": args.start,
         },
         metrics=metrics,
         settings={
             **scores["settings"], "frame_step": args.frame_step, "size": size, "seed": args.seed,
-            "num_objects": head.num_objects,
+            "num_objects": run.num_objects,
             "baseline": "random pixels with each object's area per frame",
         },
         details={"model": scores["model"], "random": scores["random"], "clips": scores["clips"]},

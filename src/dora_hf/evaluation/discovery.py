@@ -82,15 +82,21 @@ def foreground_masks(frames: torch.Tensor, settings: DiscoverySettings) -> torch
 def connected_components(mask: torch.Tensor) -> torch.Tensor:
     """`(T, H, W)` int64 labels of each frame's 8-connected regions of a boolean mask; 0 = none.
 
-    Each region takes the largest flat pixel index (+1) within it, spread by repeated 3x3
-    max-pooling inside the mask until nothing changes.
+    Each region takes the largest flat pixel index (+1) within it, spread by 3x3 max-pooling
+    inside the mask until nothing changes. After each pass a pixel also takes the label now held
+    by the pixel its label names (pointer jumping, as in union-find): that pixel is in the same
+    region and its label is at least as large, so long snake-shaped regions need a few dozen
+    passes rather than one per pixel of their length.
     """
     num_frames, height, width = mask.shape
     index = torch.arange(1, height * width + 1, dtype=torch.float64).view(1, height, width)
-    labels = torch.where(mask, index.expand(num_frames, -1, -1), torch.zeros((), dtype=torch.float64))
+    zero = torch.zeros((), dtype=torch.float64)
+    labels = torch.where(mask, index.expand(num_frames, -1, -1), zero)
     while True:
         spread = F.max_pool2d(labels.unsqueeze(1), 3, stride=1, padding=1).squeeze(1)
-        spread = torch.where(mask, spread, torch.zeros((), dtype=torch.float64))
+        spread = torch.where(mask, spread, zero).flatten(1)
+        named = torch.gather(spread, 1, (spread.long() - 1).clamp(min=0))
+        spread = torch.where(mask.flatten(1), torch.maximum(spread, named), zero).view_as(labels)
         if torch.equal(spread, labels):
             return labels.long()
         labels = spread
@@ -109,13 +115,16 @@ def mask_precision(masks: torch.Tensor, foreground: torch.Tensor) -> torch.Tenso
     return torch.where(area > 0, on / area.clamp(min=1), torch.full_like(area, float("nan")))
 
 
-def best_region_iou(masks: torch.Tensor, foreground: torch.Tensor) -> torch.Tensor:
+def best_region_iou(
+    masks: torch.Tensor, foreground: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
     """`(k, T)` IoU of each object's mask with its best-matching foreground region in each frame.
 
     0 where the mask or the frame's foreground is empty and the other is not; NaN where both are.
+    ``labels``: the foreground's `connected_components`, when the caller has them already.
     """
     k, num_frames = masks.shape[:2]
-    labels = connected_components(foreground)
+    labels = connected_components(foreground) if labels is None else labels
     frame_of = torch.arange(num_frames).view(num_frames, 1, 1).expand_as(labels)
     keys = frame_of * (labels.max() + 1) + labels
     regions, inverse = torch.unique(keys[labels > 0], return_inverse=True)
@@ -164,12 +173,13 @@ def random_masks_like(masks: torch.Tensor, generator: torch.Generator) -> torch.
     return (ranks < area.unsqueeze(-1)).view_as(masks)
 
 
-def clip_scores(masks: torch.Tensor, foreground: torch.Tensor) -> dict[str, float]:
-    """The five scores of one clip's masks `(k, T, H, W)` against its foreground `(T, H, W)`."""
+def clip_scores(masks: torch.Tensor, foreground: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+    """The five scores of one clip's masks `(k, T, H, W)` against its foreground `(T, H, W)`
+    (and its regions ``labels``, see `best_region_iou`)."""
     return {
         "precision": _mean_of_defined(mask_precision(masks, foreground)),
         "chance": float(foreground.double().mean()),
-        "best_iou": _mean_of_defined(best_region_iou(masks, foreground)),
+        "best_iou": _mean_of_defined(best_region_iou(masks, foreground, labels)),
         "mutual_iou": _mean_of_defined(mutual_iou(masks)),
         "temporal_iou": _mean_of_defined(temporal_iou(masks)),
     }
@@ -179,6 +189,18 @@ def clip_starts(num_frames: int, settings: DiscoverySettings) -> list[int]:
     """First frames of the clips of ``clip_frames`` frames every ``clip_step`` frames (at most ``max_clips``)."""
     starts = list(range(0, num_frames - settings.clip_frames + 1, settings.clip_step))
     return starts[: settings.max_clips] if settings.max_clips else starts
+
+
+def downscale(frames: torch.Tensor, side: int) -> torch.Tensor:
+    """uint8 frames `(T, 3, H, W)` with the short side brought down to ``side`` by area averaging
+    (OpenCV's INTER_AREA: each output pixel the mean of the input pixels it covers); 0: unchanged."""
+    height, width = frames.shape[-2:]
+    if side <= 0 or min(height, width) <= side:
+        return frames
+    scale = side / min(height, width)
+    size = (max(side, round(height * scale)), max(side, round(width * scale)))
+    resized = F.interpolate(frames.float(), size=size, mode="area")
+    return resized.round().clamp(0, 255).to(torch.uint8)
 
 
 def centre_square(tensor: torch.Tensor) -> torch.Tensor:
@@ -202,21 +224,25 @@ def evaluate_discovery(
 ) -> dict:
     """Score ``tracker``'s masks, and random masks of the same area, on every clip of ``frames``.
 
-    Foreground is computed on the whole frame sequence, then both it and the masks (resized
-    with nearest neighbours) are taken on the frames' centre square, the crop the model sees.
+    Foreground is computed on the whole frame sequence (downscaled to ``settings.side``), then
+    both it and the masks (resized with nearest neighbours) are taken on the frames' centre
+    square, the crop the model sees.
     Returns ``{"model": {score: mean}, "random": {...}, "clips": [{"start", "model", "random"}]}``.
     """
-    foreground = centre_square(foreground_masks(frames, settings))
+    foreground = centre_square(foreground_masks(downscale(frames, settings.side), settings))
     side = foreground.shape[-1]
+    starts = clip_starts(frames.shape[0], settings)
+    # Regions once per frame, not once per clip and mask set (clips overlap).
+    labels = connected_components(foreground[: starts[-1] + settings.clip_frames]) if starts else None
     generator = torch.Generator().manual_seed(seed)
     clips = []
-    for start in _iterate(clip_starts(frames.shape[0], settings), progress):
-        clip_foreground = foreground[start : start + settings.clip_frames]
-        masks = _resize_masks(tracker(frames[start : start + settings.clip_frames]).cpu(), side)
+    for start in _iterate(starts, progress):
+        window = slice(start, start + settings.clip_frames)
+        masks = _resize_masks(tracker(frames[window]).cpu(), side)
         clips.append({
             "start": start,
-            "model": clip_scores(masks, clip_foreground),
-            "random": clip_scores(random_masks_like(masks, generator), clip_foreground),
+            "model": clip_scores(masks, foreground[window], labels[window]),  # type: ignore[index]
+            "random": clip_scores(random_masks_like(masks, generator), foreground[window], labels[window]),  # type: ignore[index]
         })
     summary = {
         which: {name: _mean_of_defined(torch.tensor([c[which][name] for c in clips], dtype=torch.float64))

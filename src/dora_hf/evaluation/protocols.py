@@ -70,8 +70,12 @@ class DiscoverySettings:
     """Radius of the square opening that removes foreground specks."""
     closing: int = 2
     """Radius of the square closing that fills holes in the foreground."""
+    side: int = 224
+    """Frames with a longer short side are first downscaled (area averaging) to it: the foreground
+    and the scores are computed at this resolution, plenty for patch-level masks and many
+    times faster than full video resolution. 0: as decoded."""
 
     def __post_init__(self) -> None:
         if (self.clip_frames < 2 or self.clip_step < 1 or self.max_clips < 0 or self.window < 3
-                or not self.threshold >= 0 or self.opening < 0 or self.closing < 0):
+                or not self.threshold >= 0 or self.opening < 0 or self.closing < 0 or self.side < 0):
             raise ValueError(f"invalid discovery settings: {self}")
