@@ -43,10 +43,12 @@ from PIL import Image, ImageDraw
 
 from dora_hf.data.prepare import PrepareOptions, prepare_dataset
 from dora_hf.data.sample_video import debian_package_files, default_cache_dir, get_demo_video
-from dora_hf.demo import DEMO_DISCOVERY, DEMO_RECIPE, format_discovery_table, random_init_backbone, split_demo_video
+from dora_hf.demo import (
+    DEMO_DISCOVERY, DEMO_RECIPE, format_discovery_table, random_init_backbone, score_models, split_demo_video,
+)
 from dora_hf.evaluation.backbone import Backbone, load_backbone
 from dora_hf.evaluation.discovery import METRIC_NAMES
-from dora_hf.evaluation.discovery_model import DiscoveryRun, discover_in_video
+from dora_hf.evaluation.discovery_model import DiscoveryRun
 from dora_hf.evaluation.features import image_features
 from dora_hf.evaluation.frame_input import read_frames
 from dora_hf.evaluation.knn import DINO_TEMPERATURE, knn_votes
@@ -180,10 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     backbones = {name: load_backbone(str(path)) for name, path in exports.items()}
     backbones["random init"] = random_init_backbone(exports["DoRA"])
     settings = DEMO_DISCOVERY
-    runs = {
-        name: discover_in_video(b, split.video, settings, frame_step=split.frame_step, start=split.held_out_start, progress=True)
-        for name, b in backbones.items()
-    }
+    runs = score_models(backbones, split, settings, progress=True)
     data = fashion_mnist(default_cache_dir().parent / "datasets")
     knn = {name: knn_accuracy(b, data, knn_train, knn_test) for name, b in backbones.items()}
 

@@ -19,14 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModel, AutoModelForPreTraining
+from transformers import AutoConfig, AutoModelForPreTraining
 
 from .data.prepare import PrepareOptions, prepare_dataset
 from .data.sample_video import DemoVideo, get_demo_video
 from .data.video_cut import cut_video
 from .data.video_source import probe_video
 from .errors import DoraUserError
-from .evaluation.backbone import Backbone
+from .evaluation.backbone import Backbone, load_backbone
 from .evaluation.discovery import METRIC_NAMES
 from .evaluation.discovery_model import DiscoveryRun, discover_in_video
 from .evaluation.frame_input import read_frames
@@ -71,17 +71,19 @@ DEMO_DISCOVERY = DiscoverySettings(clip_frames=8, clip_step=4, max_clips=32)
 
 def random_init_backbone(export_dir: Path, seed: int = 0) -> Backbone:
     """The exported architecture at a seeded random initialisation: what training started from."""
-    config = AutoModel.from_pretrained(export_dir).config
+    config = AutoConfig.from_pretrained(export_dir)
     torch.manual_seed(seed)
     model = DoraModel(config).eval().requires_grad_(False)
     return Backbone(model=model, processor=DoraImageProcessor.from_pretrained(export_dir), name="random init", revision="-")
 
 
-def score_models(backbones: dict[str, Backbone], split: DemoSplit, settings: DiscoverySettings) -> dict[str, DiscoveryRun]:
-    return {
-        name: discover_in_video(backbone, split.video, settings, frame_step=split.frame_step, start=split.held_out_start)
-        for name, backbone in backbones.items()
-    }
+def score_models(
+    backbones: dict[str, Backbone], split: DemoSplit, settings: DiscoverySettings, progress: bool = False
+) -> dict[str, DiscoveryRun]:
+    """Discovery on the held-out clips (the whole video for the fallback), every model on the same frames."""
+    return discover_in_video(
+        backbones, split.video, settings, frame_step=split.frame_step, start=split.held_out_start, progress=progress
+    )
 
 
 def format_discovery_table(runs: dict[str, DiscoveryRun]) -> str:
@@ -116,12 +118,11 @@ def run_demo(export_dir: Path, max_steps: int | None, figure: Path, recipe_path:
     )
     result = pretrain(recipe, make_accelerator(recipe, cpu=True))
 
-    model = AutoModel.from_pretrained(export_dir).eval()
+    trained = load_backbone(str(export_dir))  # AutoModel and AutoImageProcessor, as eval loads any model
+    model = trained.model
     print(f"reloaded {export_dir} with AutoModel ({type(model).__name__}): hidden size {model.config.hidden_size}")
 
     settings = DEMO_DISCOVERY
-    trained = Backbone(model=model.requires_grad_(False), processor=DoraImageProcessor.from_pretrained(export_dir),
-                       name=str(export_dir), revision="-")
     runs = score_models({f"trained ({result.steps} steps)": trained, "random init": random_init_backbone(export_dir)},
                         split, settings)
     where = f"held-out last {HELD_OUT_SECONDS:g} s" if split.held_out_start else "whole video (nothing held out)"

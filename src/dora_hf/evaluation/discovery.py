@@ -20,7 +20,7 @@ function so that any model, or a stand-in, can be scored.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -219,21 +219,42 @@ def _resize_masks(masks: torch.Tensor, side: int) -> torch.Tensor:
     ) > 0.5
 
 
+@dataclass(frozen=True)
+class ForegroundReference:
+    """What every model is scored against on one frame sequence: the moving foreground on the
+    centre square, and its regions in the frames the clips cover (None when there is no clip)."""
+
+    foreground: torch.Tensor
+    labels: torch.Tensor | None
+
+
+def foreground_reference(frames: torch.Tensor, settings: DiscoverySettings) -> ForegroundReference:
+    """The foreground of the whole sequence (downscaled to ``settings.side``) on the centre
+    square, the crop the model sees, and its regions once per frame (the clips overlap)."""
+    foreground = centre_square(foreground_masks(downscale(frames, settings.side), settings))
+    starts = clip_starts(frames.shape[0], settings)
+    labels = connected_components(foreground[: starts[-1] + settings.clip_frames]) if starts else None
+    return ForegroundReference(foreground, labels)
+
+
 def evaluate_discovery(
-    frames: torch.Tensor, tracker: Tracker, settings: DiscoverySettings, seed: int = 0, progress: bool = False
+    frames: torch.Tensor,
+    tracker: Tracker,
+    settings: DiscoverySettings,
+    seed: int = 0,
+    progress: bool = False,
+    reference: ForegroundReference | None = None,
 ) -> dict:
     """Score ``tracker``'s masks, and random masks of the same area, on every clip of ``frames``.
 
-    Foreground is computed on the whole frame sequence (downscaled to ``settings.side``), then
-    both it and the masks (resized with nearest neighbours) are taken on the frames' centre
-    square, the crop the model sees.
+    The masks are resized (nearest neighbours) to the foreground's centre square. ``reference``:
+    `foreground_reference` of these frames and settings, when several models are scored on them.
     Returns ``{"model": {score: mean}, "random": {...}, "clips": [{"start", "model", "random"}]}``.
     """
-    foreground = centre_square(foreground_masks(downscale(frames, settings.side), settings))
+    reference = reference or foreground_reference(frames, settings)
+    foreground, labels = reference.foreground, reference.labels
     side = foreground.shape[-1]
     starts = clip_starts(frames.shape[0], settings)
-    # Regions once per frame, not once per clip and mask set (clips overlap).
-    labels = connected_components(foreground[: starts[-1] + settings.clip_frames]) if starts else None
     generator = torch.Generator().manual_seed(seed)
     clips = []
     for start in _iterate(starts, progress):

@@ -8,6 +8,7 @@ learning benchmark all score models the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 
 from ..errors import DoraUserError
 from .backbone import Backbone
-from .discovery import Tracker, evaluate_discovery
+from .discovery import Tracker, evaluate_discovery, foreground_reference
 from .protocols import DiscoverySettings
 
 
@@ -60,7 +61,7 @@ def default_num_objects(backbone: Backbone) -> int:
 
 
 def discover_in_video(
-    backbone: Backbone,
+    backbones: Mapping[str, Backbone],
     video: str | Path,
     settings: DiscoverySettings,
     *,
@@ -70,20 +71,26 @@ def discover_in_video(
     start: int = 0,
     seed: int = 0,
     progress: bool = False,
-) -> DiscoveryRun:
-    """Score ``backbone``'s discovered tracks on the clips of ``video`` from frame ``start`` on.
+) -> dict[str, DiscoveryRun]:
+    """Score each backbone's discovered tracks on the clips of ``video`` from frame ``start`` on.
 
-    Reads only the frames the clips need, plus half a median window after the last one so that
-    its background estimate is as good as the others'.
+    The frames are read, and the foreground they are scored against computed, once for all the
+    backbones. Reads only the frames the clips need, plus half a median window after the last
+    one so that its background estimate is as good as the others'. ``size`` and ``num_objects``
+    default to each backbone's own.
     """
     from .frame_input import read_frames
 
-    size = size or backbone.image_size
-    num_objects = num_objects or default_num_objects(backbone)
-    track = backbone_tracker(backbone, size, num_objects, seed)
     last = (settings.max_clips - 1) * settings.clip_step + settings.clip_frames if settings.max_clips else 1 << 20
     frames = read_frames(video, last + settings.window // 2, frame_step, start)
     if frames.shape[0] < settings.clip_frames:
         raise DoraUserError(f"{video}: {frames.shape[0]} frames, fewer than --clip-frames {settings.clip_frames}")
-    scores = evaluate_discovery(frames, track, settings, seed=seed, progress=progress)
-    return DiscoveryRun(scores=scores, num_frames=int(frames.shape[0]), size=size, num_objects=num_objects)
+    reference = foreground_reference(frames, settings)
+    runs = {}
+    for name, backbone in backbones.items():
+        side = size or backbone.image_size
+        objects = num_objects or default_num_objects(backbone)
+        track = backbone_tracker(backbone, side, objects, seed)
+        scores = evaluate_discovery(frames, track, settings, seed=seed, progress=progress, reference=reference)
+        runs[name] = DiscoveryRun(scores=scores, num_frames=int(frames.shape[0]), size=side, num_objects=objects)
+    return runs
