@@ -516,3 +516,14 @@ def test_a_downloaded_source_records_its_url_and_the_folder_is_claimed_before_th
     assert info["sources"][0]["url"] == url
     card = (out / "README.md").read_text()
     assert f"Downloaded from:\n\n- `tour.mp4`: <{url}>\n" in card
+
+
+def test_a_worker_count_below_one_is_one_line_before_any_video_is_opened(tmp_path: Path, capsys) -> None:
+    from dora_hf.cli import main as cli_main
+
+    missing = tmp_path / "not-there.mp4"  # never opened: the option is checked first
+    assert cli_main(["prepare-data", str(missing), "--out", str(tmp_path / "ds"), "--num-workers", "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "dora-hf prepare-data: error: --num-workers must be at least 1 (got 0)"
+    )
+    assert list(tmp_path.iterdir()) == []
