@@ -12,9 +12,7 @@ command's median to that of `import torch`. The load average before and after is
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -86,13 +84,12 @@ def main() -> int:
     print(f"\n`dora-hf --help` is {torch_median / help_median:.1f}x faster than `import torch` (medians); "
           f"load average {load_before[0]:.2f} -> {load_after[0]:.2f} on {os.cpu_count()} CPUs")
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "rounds": args.rounds, "warmup": args.warmup, "cpus": os.cpu_count(), "python": sys.version.split()[0],
-        "platform": platform.platform(), "load_before": load_before, "load_after": load_after,
-        "help_speedup_over_import_torch": torch_median / help_median, "results": rows,
-    }, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    from common import run_header, write_json  # here: its torch import is not what is timed
+
+    write_json(args.json, {
+        **run_header("bench_cli"), "rounds": args.rounds, "warmup": args.warmup, "load_before": load_before,
+        "load_after": load_after, "help_speedup_over_import_torch": torch_median / help_median, "results": rows,
+    })
     return 0 if help_median < torch_median else 1
 
 

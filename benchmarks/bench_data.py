@@ -9,10 +9,10 @@ streaming them. This script measures, on the same video and in one run:
     ``container.seek`` to the keyframe at or before each needed frame (unless the decoder is
     already in that frame's GOP, as decord does), decode forward to it and convert it to RGB;
     clip starts drawn at random, as the reference's shuffled sampler does;
-(b) :class:`~dora_hf.data.clips.ClipStream` over the prepared shards of that video, in-process
-    (``num_workers=0``), batched with :func:`~dora_hf.data.clips.collate_clips`;
+(b) :class:`~dora_hf.dataset.streaming.ClipStream` over the prepared shards of that video, in-process
+    (``num_workers=0``), batched with :func:`~dora_hf.dataset.streaming.collate_clips`;
 
-each with and without :class:`~dora_hf.data.views.ClipViews` applied to batches of the decoded
+each with and without :class:`~dora_hf.views.dora_views.ClipViews` applied to batches of the decoded
 clips, so that both sides build the same views and differ in data access (and in the size of the
 frames the views start from: full-size source frames in (a), as in the reference, stored frames
 in (b)). Rates are per core: one process,
@@ -49,7 +49,6 @@ import bisect
 import io
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -58,7 +57,6 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from fractions import Fraction
-from importlib import metadata
 from itertools import count, islice
 from pathlib import Path
 from typing import Any
@@ -68,10 +66,15 @@ import numpy as np
 import torch
 from av.video.frame import PictureType
 
-from dora_hf.data.clips import ClipStream, collate_clips
-from dora_hf.data.prepare import PrepareOptions, choose_keep_every, prepare_dataset, stored_size
-from dora_hf.data.sample_video import get_sample_video
-from dora_hf.data.views import ClipViews
+from dora_hf.dataset.streaming import ClipStream
+from dora_hf.dataset.batches import collate_clips
+from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
+from dora_hf.prepare.options import choose_keep_every
+from dora_hf.prepare.frame_images import stored_size
+from dora_hf.demo.sample_video import get_sample_video
+from dora_hf.views.dora_views import ClipViews
+
+from common import machine_info, write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO_ROOT / ".cache"
@@ -362,27 +365,6 @@ def wt_storage_estimate(bytes_per_pixel: float) -> dict[str, Any]:
 # ---- report ----------------------------------------------------------------------------------
 
 
-def machine_info(
-    packages: tuple[str, ...] = ("torch", "datasets", "av", "pyarrow", "pillow", "numpy", "dora-hf"),
-) -> dict[str, Any]:
-    """CPU model, cores and library versions, to put figures in context."""
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": model,
-        "cores": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": {name: metadata.version(name) for name in packages},
-    }
-
-
 def print_tables(cases: list[dict[str, Any]]) -> None:
     """The headline table (per core) and the wall-clock one."""
     for basis, label in (("per_core", "clips/s per core (CPU time)"), ("wall", "clips/s wall clock, 1 thread")):
@@ -457,7 +439,7 @@ def write_long_dataset(folder: Path, sample: Path, *, hours: float, fps: int = 6
     """
     from PIL import Image as PILImage
 
-    from dora_hf.data.prepare import ShardWriter
+    from dora_hf.prepare.shard_writer import ShardWriter
 
     distinct: list[bytes] = []
     with av.open(str(sample)) as container:
@@ -511,7 +493,8 @@ def _tree_cpu_seconds() -> float:
 def bench_paper_loader(folder: Path, *, streaming: bool, workers: int, batches: int, world_size: int, seed: int) -> dict[str, Any]:
     """The reference recipe's loader (T=8, step 60, batch 16) as rank 0 of ``world_size``, timed
     for ``batches`` batches without and then with ClipViews on this process's device."""
-    from dora_hf.training.loop import build_clip_loader, endless_batches
+    from dora_hf.training.data_loading import build_clip_loader
+    from dora_hf.dataset.batches import endless_batches
     from dora_hf.training.recipe import load_recipe
 
     recipe = load_recipe(
@@ -597,7 +580,7 @@ def run_paper_scale(args: argparse.Namespace) -> int:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([sys.executable, *sys.argv]),
-        "machine": machine_info(),
+        "machine": machine_info(packages=("torch", "datasets", "av", "pyarrow", "pillow", "numpy", "dora-hf")),
         "load_average": {"before": load_before, "after": load_after},
         "elapsed_s": time.perf_counter() - started,
         "dataset": dataset,
@@ -605,9 +588,7 @@ def run_paper_scale(args: argparse.Namespace) -> int:
     }
     print(f"load average before {load_before}, after {load_after}")
     path = args.json if args.json != DEFAULT_JSON else REPO_ROOT / "benchmarks" / "results" / "bench_data_paper_scale.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(path, report)
     return 0
 
 
@@ -677,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([interpreter, *sys.argv]),
-        "machine": machine_info(),
+        "machine": machine_info(packages=("torch", "datasets", "av", "pyarrow", "pillow", "numpy", "dora-hf")),
         "load_average": {"before": load_before, "after": load_after},
         "elapsed_s": elapsed,
         "settings": settings,
@@ -702,9 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{WT_SOURCE['mean_minutes']:g}-min 60 fps video adds about {scan * wt_packets / 1e6:.1f} s per clip"
     )
     print(f"load average after: {load_after}; total {elapsed:.0f} s")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_json(args.json, report)
     return 0
 
 

@@ -1,6 +1,6 @@
 """End-to-end training benchmark: prepared shards -> clip reader -> DataLoader -> views + step.
 
-The pieces are those of :func:`dora_hf.training.loop.pretrain` (same recipe keys, the same clip
+The pieces are those of :func:`dora_hf.pretrain.pretrain` (same recipe keys, the same clip
 reader and ``DataLoader`` settings - random access by default, ``--streaming`` for the streaming
 reader - and the same ``DoraTrainingStep``), minus checkpoints,
 logging and export, so that the time a step spends blocked in ``next(dataloader)`` can be
@@ -34,31 +34,22 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_step import (  # noqa: E402  (the benchmarks folder is not a package)
-    FIRST_STEP,
-    REFERENCE_RECIPE,
-    TINY_MODEL,
-    TINY_VIEWS,
-    Pieces,
-    device_peak,
-    flops_per_clip,
-    machine_info,
-    run_and_record,
-    synchronize,
-)
+from common import run_header, run_and_record, synchronize
+from step_pieces import FIRST_STEP, REFERENCE_RECIPE, TINY_MODEL, TINY_VIEWS, Pieces, device_peak, flops_per_clip
 
-from dora_hf.data.dataset_info import count_clips, read_prepare_info  # noqa: E402
-from dora_hf.data.prepare import PrepareOptions, prepare_dataset  # noqa: E402
-from dora_hf.data.sample_video import get_sample_video  # noqa: E402
-from dora_hf.training.loop import build_clip_loader, build_model_config, endless_batches, make_accelerator  # noqa: E402
-from dora_hf.training.recipe import PretrainRecipe, load_recipe  # noqa: E402
+from dora_hf.dataset.clip_index import count_clips
+from dora_hf.dataset.info import read_prepare_info
+from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
+from dora_hf.demo.sample_video import get_sample_video
+from dora_hf.training.data_loading import build_clip_loader
+from dora_hf.training.builders import build_model_config, make_accelerator
+from dora_hf.dataset.batches import endless_batches
+from dora_hf.training.recipe import PretrainRecipe, load_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO_ROOT / ".cache"
@@ -187,15 +178,7 @@ def loader_only(batches, batch_size: int, count: int) -> dict[str, Any]:
 def run(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
     """Fill ``result`` as the figures come in (so that a failure keeps what was measured)."""
     device = torch.device(args.device)
-    result.update(
-        {
-            "benchmark": "bench_end_to_end",
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "load_average_start": os.getloadavg(),
-            "machine": machine_info(device),
-        }
-    )
+    result.update(run_header("bench_end_to_end", device))
     print(f"machine: {result['machine']}")
     print(f"load average at start: {result['load_average_start']}")
     work_dir = Path(tempfile.mkdtemp(prefix="dora-e2e-", dir=args.work_dir))

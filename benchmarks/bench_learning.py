@@ -26,14 +26,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -41,20 +38,23 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from dora_hf.data.prepare import PrepareOptions, prepare_dataset
-from dora_hf.data.sample_video import debian_package_files, default_cache_dir, get_demo_video
-from dora_hf.demo import (
+from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
+from dora_hf.demo.sample_video import debian_package_files, default_cache_dir, get_demo_video
+from dora_hf.demo.main_job import (
     DEMO_DISCOVERY, DEMO_RECIPE, format_discovery_table, random_init_backbone, score_models, split_demo_video,
 )
-from dora_hf.evaluation.backbone import Backbone, load_backbone
-from dora_hf.evaluation.discovery import METRIC_NAMES
-from dora_hf.evaluation.discovery_model import DiscoveryRun
-from dora_hf.evaluation.features import image_features
+from dora_hf.evaluation.encoder import FrozenEncoder, load_encoder
+from dora_hf.evaluation.discovery.scoring import METRIC_NAMES
+from dora_hf.evaluation.discovery.video import DiscoveryRun
+from dora_hf.evaluation.classification.features import image_features
 from dora_hf.evaluation.frame_input import read_frames
-from dora_hf.evaluation.knn import DINO_TEMPERATURE, knn_votes
-from dora_hf.evaluation.mask_figure import render_tracking_figure
-from dora_hf.training.loop import make_accelerator, pretrain
+from dora_hf.evaluation.classification.knn import DINO_TEMPERATURE, knn_votes
+from dora_hf.evaluation.visualize.mask_figure import render_tracking_figure
+from dora_hf.training.builders import make_accelerator
+from dora_hf.pretrain import pretrain
 from dora_hf.training.recipe import load_recipe
+
+from common import run_header, write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -87,7 +87,7 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def knn_accuracy(backbone: Backbone, data: dict[str, np.ndarray], num_train: int, num_test: int) -> float:
+def knn_accuracy(backbone: FrozenEncoder, data: dict[str, np.ndarray], num_train: int, num_test: int) -> float:
     """Top-1 k-NN accuracy (k=20, T=0.07) of the backbone's [CLS] features, images upscaled to its size."""
     def features(images: np.ndarray) -> torch.Tensor:
         mean, std = backbone.pixel_mean_std()
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     max_steps = args.max_steps or (40 if args.quick else None)
     knn_train, knn_test = (500, 200) if args.quick else (args.knn_train, args.knn_test)
-    load_before = os.getloadavg()
+    header = run_header("bench_learning", torch.device("cpu"))
     started = time.time()
 
     demo = get_demo_video()
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         losses[name] = result.loss_trend()
         exports[name] = export
 
-    backbones = {name: load_backbone(str(path)) for name, path in exports.items()}
+    backbones = {name: load_encoder(str(path)) for name, path in exports.items()}
     backbones["random init"] = random_init_backbone(exports["DoRA"])
     settings = DEMO_DISCOVERY
     runs = score_models(backbones, split, settings, progress=True)
@@ -204,10 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown_table(runs, knn, train_s))
     print(f"picture: {args.figure}")
     report = {
-        "benchmark": "bench_learning",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "load_before": load_before, "load_after": os.getloadavg()},
+        **header,
+        "load_average_end": os.getloadavg(),
         "quick": args.quick, "steps": max_steps or recipe.max_steps, "train_seconds": train_s, "loss_trend": losses,
         "discovery_settings": asdict(settings), "frame_step": split.frame_step, "held_out_start": split.held_out_start,
         "discovery": {name: {"model": run.scores["model"], "random": run.scores["random"]} for name, run in runs.items()},
@@ -216,9 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         "figure": str(args.figure.relative_to(REPO_ROOT) if args.figure.is_relative_to(REPO_ROOT) else args.figure),
         "total_seconds": time.time() - started,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json} in {report['total_seconds'] / 60:.1f} min")
+    write_json(args.json, report)
+    print(f"{report['total_seconds'] / 60:.1f} min in all")
     return 0
 
 

@@ -1,7 +1,7 @@
 """prepare-data throughput: one process against ``--num-workers 2``, on the same videos, in one run.
 
 ``dora-hf prepare-data --num-workers N`` cuts each video at keyframes and decodes the segments in
-N processes (`dora_hf.data.parallel_prepare`); the parent writes the shards. This script times
+N processes (`dora_hf.prepare.parallel.pool`); the parent writes the shards. This script times
 ``prepare_dataset`` with 1 and with 2 workers on:
 
 - a long-GOP 1280x720 60 fps H.264 video (the sample clip looped and upscaled, 2 s keyframe
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import resource
 import sys
@@ -44,9 +43,9 @@ import av
 import psutil
 
 if TYPE_CHECKING:
-    from dora_hf.data.prepare import PrepareOptions
+    from dora_hf.prepare.pipeline import PrepareOptions
 
-# dora_hf.data.prepare (datasets, huggingface_hub) is imported inside the functions: worker processes
+# dora_hf.prepare.pipeline (datasets, huggingface_hub) is imported inside the functions: worker processes
 # are started with spawn, which imports this script again in each of them, as the `dora-hf` command
 # imports only its light entry point.
 
@@ -94,7 +93,7 @@ class WorkerMemory:
 
 def time_prepare(video: Path, options: PrepareOptions, workers: int, out: Path) -> dict[str, Any]:
     """One ``prepare_dataset`` run: wall time, CPU time of this process and of its (joined) workers."""
-    from dora_hf.data.prepare import prepare_dataset
+    from dora_hf.prepare.pipeline import prepare_dataset
 
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_before, wall_before = time.process_time(), time.perf_counter()
@@ -125,12 +124,12 @@ def time_prepare(video: Path, options: PrepareOptions, workers: int, out: Path) 
 def time_segments_in_process(video: Path, options: PrepareOptions, work: Path) -> dict[str, Any]:
     """What one worker costs per frame with a core to itself: every segment of a 2-worker plan decoded
     here, one after the other, with one decoder thread (as each of N workers on N cores runs)."""
-    from dora_hf.data.frame_images import stored_size
-    from dora_hf.data.parallel_prepare import SEGMENTS_PER_WORKER
-    from dora_hf.data.prepare import choose_keep_every
-    from dora_hf.data.segment_decode import FrameSettings, SegmentTask, decode_segment
-    from dora_hf.data.segments import scan_keyframes, split_at_keyframes
-    from dora_hf.data.video_source import probe_video
+    from dora_hf.prepare.frame_images import stored_size
+    from dora_hf.prepare.parallel.pool import SEGMENTS_PER_WORKER
+    from dora_hf.prepare.options import choose_keep_every
+    from dora_hf.prepare.parallel.segment_decode import FrameSettings, SegmentTask, decode_segment
+    from dora_hf.prepare.parallel.segments import scan_keyframes, split_at_keyframes
+    from dora_hf.prepare.video_decode import probe_video
 
     info = probe_video(video)
     width, height = stored_size(info.width, info.height, options.short_side)
@@ -146,7 +145,7 @@ def time_segments_in_process(video: Path, options: PrepareOptions, work: Path) -
 
 
 def run_case(name: str, video: Path, options: PrepareOptions, repeats: int, work: Path) -> dict[str, Any]:
-    from dora_hf.data.segments import scan_keyframes
+    from dora_hf.prepare.parallel.segments import scan_keyframes
 
     with av.open(str(video)) as container:
         stream = container.streams.video[0]
@@ -206,14 +205,9 @@ def wt_all_estimate(per_cpu_s: float, parent_cpu_per_kept: float) -> dict[str, A
     return estimate
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores and the versions of what decoding and writing use."""
-    from bench_data import machine_info as bench_machine_info
-
-    return bench_machine_info(("av", "pyarrow", "pillow", "datasets", "dora-hf"))
-
-
 def main(argv: list[str] | None = None) -> int:
+    import common  # here, as make_long_video: the spawned workers re-import this script
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1, help="runs of each case and worker count (default 1)")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the 1280x720 video (default 30)")
@@ -221,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=None, help="where the datasets go (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     args = parser.parse_args(argv)
-    from dora_hf.data.prepare import PrepareOptions
-    from dora_hf.data.sample_video import get_sample_video
+    from dora_hf.prepare.pipeline import PrepareOptions
+    from dora_hf.demo.sample_video import get_sample_video
 
     sample = get_sample_video(CACHE_DIR / "sample_videos")
     hd = make_video(sample, 1280, 720, args.seconds)
@@ -260,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([interpreter, *sys.argv]),
-        "machine": machine_info(),
+        "machine": common.machine_info(packages=("av", "pyarrow", "pillow", "datasets", "dora-hf")),
         "load_average": {"before": load_before, "after": load_after},
         "elapsed_s": round(elapsed, 1),
         "cases": results,
@@ -284,9 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     for cores in ("16", "64"):
         print(f"WT-all on {cores} cores: about {estimate[cores]['total_h']:.1f} h")
     print(f"load average after: {load_after}; elapsed {elapsed:.0f} s")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    common.write_json(args.json, report)
     return 0
 
 

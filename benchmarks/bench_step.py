@@ -4,7 +4,7 @@ Both formulations run in one process, on one device, from the same initial weigh
 same synthetic uint8 frames (already on the device) and the same views:
 
 * **batched**: :class:`dora_hf.training.step.DoraTrainingStep`, wired as
-  :func:`dora_hf.training.loop.pretrain` wires it from a recipe (accelerate, ``MultiViewStudent``,
+  :func:`dora_hf.pretrain.pretrain` wires it from a recipe (accelerate, ``MultiViewStudent``,
   fused/foreach AdamW, ``DoraLoss``, schedules): views, one teacher forward over the ``B*T``
   frames, one tracking-head call, one student call over the ``k*B*T`` masked and ``L*B*T``
   local views, batched loss, backward, per-parameter clipping, optimiser, fused EMA.
@@ -42,460 +42,37 @@ ratio meaningful on a machine whose load changes during the run.
 from __future__ import annotations
 
 import argparse
-import copy
-import gc
-import json
-import math
 import os
-import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
-import traceback
 from collections import defaultdict
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from dora_hf.data.views import DoraViews
-from dora_hf.loss import DoraLoss, teacher_temperature_at
-from dora_hf.modeling import DoraConfig, DoraForPreTraining
-from dora_hf.training.gradients import cancel_last_layer_gradients_
-from dora_hf.training.loop import (
-    build_loss,
-    build_model_config,
-    build_schedules,
-    build_student_and_teacher,
-    build_views,
-    compile_backbones_,
-    make_accelerator,
+from dora_hf.training.builders import build_model_config, build_views, make_accelerator
+from dora_hf.training.step import DoraTrainingStep
+
+from common import run_header, free_memory, memory_snapshot, peak_memory, reset_peak, run_and_record, synchronize, timed
+from loop_step import LoopStep
+from step_pieces import (
+    FIRST_STEP,
+    REFERENCE_FRAME_SIZE,
+    RESULTS_DIR,
+    TINY_FRAME_SIZE,
+    TINY_MODEL,
+    Pieces,
+    device_peak,
+    flops_per_clip,
+    make_recipe,
+    reference_flops_per_clip,
 )
-from dora_hf.training.optimizer import build_optimizer, parameter_groups
-from dora_hf.training.recipe import PretrainRecipe, load_recipe
-from dora_hf.training.step import DoraTrainingStep, MultiViewStudent
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_RECIPE = REPO_ROOT / "training_scripts" / "configs" / "vits16_wt_venice.yaml"
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
-TINY_MODEL = dict(
-    hidden_size=96, num_hidden_layers=4, num_attention_heads=3, intermediate_size=384, patch_size=16,
-    image_size=112, head_out_dim=2048, head_hidden_dim=512, head_bottleneck_dim=128, num_objects=3,
-)
-TINY_VIEWS = dict(clip_size=150, global_size=112, local_size=64, num_local_views=6)
-TINY_FRAME_SIZE = (192, 341)
-REFERENCE_FRAME_SIZE = (384, 683)
-"""A Walking Tours frame as ``prepare-data`` stores it: 4K 16:9 shrunk to a 384-pixel short side."""
-
-STEPS_PER_EPOCH = 1000
-FIRST_STEP = 2 * STEPS_PER_EPOCH
-"""Timed steps start in epoch 2: past the frozen-last-layer epoch, as for nearly all of a run."""
-
-PEAK_TFLOPS = [
-    # (substring of torch.cuda.get_device_name(), bf16/fp16 dense tensor, TF32 dense tensor, FP32 non-tensor),
-    # NVIDIA datasheet figures without sparsity; the first matching substring wins.
-    ("H200 NVL", 835.0, 418.0, 60.0),
-    ("H200", 989.0, 494.0, 67.0),
-    ("H100 NVL", 835.0, 418.0, 60.0),
-    ("H100 PCIe", 756.0, 378.0, 51.0),
-    ("H100", 989.0, 494.0, 67.0),
-    ("A100", 312.0, 156.0, 19.5),
-    ("L40S", 362.0, 183.0, 91.6),
-]
 ISSUE_H200_PEAK = 790.0
 """The bf16 peak the speed issue quotes for an H200; NVIDIA's H200 SXM datasheet says 989 dense."""
-
-
-# ---- FLOP count ------------------------------------------------------------------------------
-
-
-def vit_forward_flops(image: int, config: DoraConfig) -> float:
-    """FLOPs (2 per multiply-add) of one ViT forward on one ``image x image`` input.
-
-    Patch embedding ``2 * P * (C * p * p) * d``; per block, with ``N = P + 1`` tokens:
-    qkv ``6 N d^2``, attention scores and weighted sum ``4 N^2 d``, output projection
-    ``2 N d^2``, MLP ``4 N d m`` (``m`` the MLP width). LayerNorm, GELU, softmax and residual
-    adds are left out (a fraction of a percent).
-    """
-    d, m = config.hidden_size, config.intermediate_size
-    patches = (image // config.patch_size) ** 2
-    tokens = patches + 1
-    embed = 2 * patches * config.num_channels * config.patch_size**2 * d
-    block = 6 * tokens * d * d + 4 * tokens * tokens * d + 2 * tokens * d * d + 4 * tokens * d * m
-    return float(embed + config.num_hidden_layers * block)
-
-
-def head_forward_flops(config: DoraConfig) -> float:
-    """FLOPs of the DINO projection head on one feature: the MLP and the ``head_out_dim``-way layer."""
-    dims = [config.hidden_size] + [config.head_hidden_dim] * (config.head_num_layers - 1) + [config.head_bottleneck_dim]
-    mlp = sum(2 * a * b for a, b in zip(dims[:-1], dims[1:]))
-    return float(mlp + 2 * config.head_bottleneck_dim * config.head_out_dim)
-
-
-def flops_per_clip(
-    config: DoraConfig, frames: int, global_size: int, local_size: int, local_views: int
-) -> dict[str, float]:
-    """Model FLOPs of one training step per clip.
-
-    Teacher: forward only, on the ``T`` global views (backbone and head). Student: forward on the
-    ``k*T`` masked views at the global size and the ``L*T`` local views at the local size,
-    times 3 for forward + backward. The tracking head, the loss and the optimiser are left out
-    (well under 1%), as is the tracker block's q/k recomputation (``6 N d^2`` per frame).
-    """
-    k = config.num_objects
-    per_global = vit_forward_flops(global_size, config) + head_forward_flops(config)
-    per_local = vit_forward_flops(local_size, config) + head_forward_flops(config)
-    teacher = frames * per_global
-    student_forward = k * frames * per_global + local_views * frames * per_local
-    return {
-        "vit_forward_global": vit_forward_flops(global_size, config),
-        "vit_forward_local": vit_forward_flops(local_size, config),
-        "head_forward": head_forward_flops(config),
-        "teacher_forward": teacher,
-        "student_forward": student_forward,
-        "student_forward_backward": 3 * student_forward,
-        "total": teacher + 3 * student_forward,
-    }
-
-
-def reference_flops_per_clip() -> dict[str, float]:
-    """The reference recipe: ViT-S/16, 65536-way head, T=8, 224 global, 6 locals of 112, k=3."""
-    return flops_per_clip(DoraConfig(), frames=8, global_size=224, local_size=112, local_views=6)
-
-
-def device_peak(device: torch.device, precision: str) -> tuple[float | None, str]:
-    """Dense peak TFLOP/s of the device for ``precision`` and where the figure comes from."""
-    if device.type != "cuda":
-        return None, "no peak figure for a CPU"
-    name = torch.cuda.get_device_name(device)
-    for key, half, tf32, fp32 in PEAK_TFLOPS:
-        if key in name:
-            if precision in ("bf16", "fp16"):
-                return half, f"{key} bf16/fp16 dense tensor peak (NVIDIA datasheet, no sparsity)"
-            if torch.backends.cuda.matmul.allow_tf32:
-                return tf32, f"{key} TF32 dense tensor peak"
-            return fp32, f"{key} FP32 (non-tensor) peak"
-    return None, f"device {name!r} not in the peak table"
-
-
-# ---- building the step as loop.py does --------------------------------------------------------
-
-
-def make_recipe(args: argparse.Namespace) -> PretrainRecipe:
-    """The reference recipe (``vits16_wt_venice.yaml``), or its tiny variant, with the bench's overrides."""
-    overrides: dict[str, Any] = {
-        "dataset": "synthetic-frames",
-        "batch_size_per_device": args.batch,
-        "frames_per_clip": args.frames,
-        "mixed_precision": {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[args.precision],
-        "output_dir": str(RESULTS_DIR / "bench_step_unused"),
-        "steps_per_epoch": STEPS_PER_EPOCH,
-        "epochs": 100,
-    }
-    model = dict(TINY_MODEL) if args.tiny else {}
-    views = dict(TINY_VIEWS) if args.tiny else {}
-    if args.drop_path is not None:
-        model["drop_path_rate"] = args.drop_path
-    if model:
-        overrides["model"] = {**load_recipe(REFERENCE_RECIPE).model, **model}
-    if views:
-        overrides["views"] = views
-    return load_recipe(REFERENCE_RECIPE, overrides)
-
-
-class Pieces:
-    """Everything a step needs, built like ``pretrain`` builds it (no data loader, no checkpoints)."""
-
-    def __init__(self, recipe: PretrainRecipe, accelerator, seed: int):
-        torch.manual_seed(seed)
-        self.recipe = recipe
-        self.config = build_model_config(recipe)
-        self.views = build_views(recipe)
-        self.accelerator = accelerator
-        self.student_model, self.teacher = build_student_and_teacher(self.config)
-        self.initial_student = copy.deepcopy(self.student_model.state_dict())
-        global_batch = recipe.batch_size_per_device * accelerator.num_processes
-        self.schedules = build_schedules(recipe, global_batch, recipe.epochs, STEPS_PER_EPOCH)
-
-    def new_loss(self) -> DoraLoss:
-        return build_loss(self.recipe, self.config)
-
-    def fresh_pair(self) -> tuple[DoraForPreTraining, DoraForPreTraining]:
-        """A student/teacher pair with the same initial weights as the batched one.
-
-        The pair gets its own copy of the configuration: models built from one config object share
-        it, and the loop formulation may switch its attention implementation.
-        """
-        student, teacher = build_student_and_teacher(copy.deepcopy(self.config))
-        student.load_state_dict(self.initial_student)
-        teacher.load_state_dict(self.initial_student)
-        return student, teacher
-
-    def batched_step(self, compile_backbone: bool) -> DoraTrainingStep:
-        """``DoraTrainingStep`` exactly as ``pretrain`` wires it."""
-        recipe, accelerator = self.recipe, self.accelerator
-        loss_fn = self.new_loss()
-        student = MultiViewStudent(self.student_model)
-        optimizer = build_optimizer(self.student_model, accelerator.device)
-        student, optimizer = accelerator.prepare(student, optimizer)
-        self.teacher.to(accelerator.device)
-        loss_fn.to(accelerator.device)
-        if compile_backbone:
-            compile_backbones_(self.student_model, self.teacher)  # as the recipe's `compile: true` does
-        return DoraTrainingStep(
-            accelerator=accelerator,
-            student=student,
-            student_model=self.student_model,
-            teacher=self.teacher,
-            loss_fn=loss_fn,
-            optimizer=optimizer,
-            schedules=self.schedules,
-            views=self.views,
-            steps_per_epoch=STEPS_PER_EPOCH,
-            clip_grad=recipe.clip_grad,
-            freeze_last_layer=recipe.freeze_last_layer,
-            seed=recipe.seed,
-        )
-
-
-# ---- the loop formulation ---------------------------------------------------------------------
-
-
-class LoopStep:
-    """The step with the reference training loop's structure (see the module docstring)."""
-
-    def __init__(self, pieces: Pieces, device: torch.device, precision: str, attention: str, granularity: str):
-        self.config = pieces.config
-        self.granularity = granularity
-        self.recipe = pieces.recipe
-        self.schedules = pieces.schedules
-        self.device = device
-        self.student, self.teacher = pieces.fresh_pair()
-        if attention == "eager":
-            for model in (self.student, self.teacher):
-                model.config._attn_implementation = "eager"
-        self.student.to(device)
-        self.teacher.to(device)
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.student))  # torch's default implementation
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-        self.center = torch.zeros(1, self.config.head_out_dim, device=device)
-        # The batched step's head stream on rank 0 (seed * 1000 + 1), so both track the same heads.
-        self.head_generator = torch.Generator().manual_seed(self.recipe.seed * 1000 + 1)
-        self.view_generator = torch.Generator().manual_seed(self.recipe.seed * 1000)
-        self.views = pieces.views
-        self.last_param_norms: list[float] = []
-
-    def student_logits(self, images: torch.Tensor, interpolate: bool) -> torch.Tensor:
-        return self.student(pixel_values=images, interpolate_pos_encoding=interpolate).logits
-
-    def student_masked(self, masked: torch.Tensor) -> list[torch.Tensor]:
-        """Logits ``(B, T, D)`` of each object's masked views: one call per object (``B*T`` images),
-        or, with ``granularity="frame"``, one per object and frame (``B`` images), as the
-        reference's multi-crop wrapper loops over a clip's frames inside each call."""
-        objects, batch, frames = masked.shape[:3]
-        if self.granularity == "object":
-            return [
-                self.student_logits(masked[j].flatten(0, 1), False).unflatten(0, (batch, frames))
-                for j in range(objects)
-            ]
-        return [
-            torch.stack([self.student_logits(masked[j][:, t], False) for t in range(frames)], dim=1)
-            for j in range(objects)
-        ]
-
-    def student_local(self, local_views: torch.Tensor) -> list[torch.Tensor]:
-        """Logits ``(B, T, D)`` of each local crop: one call per crop (``B*T`` images), or, with
-        ``granularity="frame"``, one call per frame over all crops of that frame (``L*B`` images)."""
-        batch, crops, frames = local_views.shape[:3]
-        if self.granularity == "object":
-            return [
-                self.student_logits(local_views[:, c].flatten(0, 1), True).unflatten(0, (batch, frames))
-                for c in range(crops)
-            ]
-        per_frame = [
-            self.student_logits(local_views[:, :, t].transpose(0, 1).flatten(0, 1), True) for t in range(frames)
-        ]
-        return [torch.stack([logits[c * batch : (c + 1) * batch] for logits in per_frame], dim=1) for c in range(crops)]
-
-    @torch.no_grad()
-    def sinkhorn(self, scores: torch.Tensor) -> torch.Tensor:
-        cfg = self.config
-        q = scores.float() / cfg.sinkhorn_epsilon
-        q = q - q.max(-1).values.max(-1).values[:, None, None]
-        q = torch.exp(q).transpose(-2, -1)  # (B, k, P)
-        infinite = torch.nonzero(torch.isinf(q))  # the reference's inf scan: a host sync
-        if len(infinite):
-            q = torch.nan_to_num(q, posinf=0.0)
-        q = q / q.sum(-1).sum(-1)[:, None, None]
-        objects, patches = q.shape[1], q.shape[2]
-        for _ in range(cfg.sinkhorn_iterations):
-            q = q / q.sum(dim=2, keepdim=True)
-            q = q / objects
-            q = q / q.sum(dim=1, keepdim=True)
-            q = q / patches
-        q = q * patches
-        return q.transpose(-2, -1)  # (B, P, k)
-
-    @torch.no_grad()
-    def track(self, global_views, queries, keys, cls_attention, patch_features) -> torch.Tensor:
-        """Masked views ``(k, B, T, C, H, W)``: discovery on frame 0, then frames x objects loops."""
-        cfg = self.config
-        batch, frames, channels, height, width = global_views.shape
-        grid_h, grid_w = height // cfg.patch_size, width // cfg.patch_size
-        heads = torch.randperm(cfg.num_attention_heads, generator=self.head_generator)[: cfg.num_objects]
-        first_query = queries[0].transpose(1, 2).flatten(2).float()  # (B, P, d)
-        attention = cls_attention[0][:, heads.to(self.device)].float()  # (B, k, P)
-        prototypes = torch.einsum("bkn,bnd->bkd", attention, first_query)
-        normalized = patch_features[0].float()
-        normalized = normalized / normalized.norm(dim=-1, keepdim=True)
-        plan = self.sinkhorn(normalized @ prototypes.transpose(-2, -1))
-        refined = plan.transpose(-2, -1) @ normalized  # (B, k, d)
-        masked = torch.zeros(cfg.num_objects, batch, frames, channels, height, width, device=self.device)
-        scale = refined.shape[2] ** -0.5
-        for t in range(frames):
-            key_frame = keys[t].transpose(1, 2).flatten(2).float()  # (B, P, d)
-            tube = [(refined[:, j].unsqueeze(1) @ key_frame.transpose(-2, -1)) * scale for j in range(cfg.num_objects)]
-            tube = [logits.softmax(dim=-1) for logits in tube]
-            for j in range(cfg.num_objects):
-                attn = tube[j].squeeze(1)
-                attn = attn / attn.norm(dim=-1, keepdim=True)
-                if cfg.mask_threshold_scope == "batch":
-                    threshold = torch.mean(attn)
-                else:
-                    threshold = attn.mean(dim=-1, keepdim=True)
-                mask = (attn > threshold).float().reshape(batch, grid_h, grid_w)
-                mask = F.interpolate(mask.unsqueeze(1), scale_factor=cfg.patch_size, mode="nearest")
-                if cfg.mask_mode == "remove":
-                    mask = 1.0 - mask
-                masked[j, :, t] = global_views[:, t] * torch.cat((mask, mask, mask), dim=1)
-        return masked
-
-    def loss(self, teacher_logits, masked_logits, local_logits, epoch: float) -> torch.Tensor:
-        """Nested Python loops over objects, frames and local crops, as the reference's loss."""
-        r = self.recipe
-        tau = teacher_temperature_at(epoch, r.warmup_teacher_temp, r.teacher_temp, r.warmup_teacher_temp_epochs)
-        student_temp = r.student_temp
-        compat = r.reference_compat_loss
-        objects, frames = len(masked_logits), teacher_logits.shape[0]
-        total = 0.0
-        frame_loss = 0.0
-        for j in range(objects):
-            per_object = 0.0
-            for t in range(frames):
-                target = F.softmax((teacher_logits[t].float() - self.center) / tau, dim=-1)
-                student = masked_logits[j][:, t].float() / student_temp
-                mask_term = torch.sum(-target * F.log_softmax(student, dim=-1), dim=-1).mean()
-                local_term, terms = 0.0, 0
-                for c in range(len(local_logits)):
-                    if compat and c == 0:
-                        continue  # the reference skips local crop 0
-                    student = local_logits[c][:, t].float() / student_temp
-                    local_term = local_term + torch.sum(-target * F.log_softmax(student, dim=-1), dim=-1).mean()
-                    terms += 1
-                term = (mask_term + local_term / terms) * 0.5
-                if compat:
-                    frame_loss = frame_loss + term
-                else:
-                    per_object = per_object + term
-            if compat:
-                frame_loss = frame_loss / frames  # never reset between objects, as in the reference
-                total = total + frame_loss
-            else:
-                total = total + per_object / frames
-        loss = total / objects
-        with torch.no_grad():
-            batch_center = teacher_logits.float().flatten(0, 1).mean(dim=0, keepdim=True)
-            self.center = self.center * r.center_momentum + batch_center * (1 - r.center_momentum)
-        return loss
-
-    def make_views(self, frames: torch.Tensor) -> DoraViews:
-        return self.views(frames, self.view_generator)
-
-    def __call__(self, views: DoraViews, step: int) -> torch.Tensor:
-        cfg, r = self.config, self.recipe
-        epoch = step / STEPS_PER_EPOCH
-        momentum = self.schedules.teacher_momentum(step)
-        for i, group in enumerate(self.optimizer.param_groups):
-            group["lr"] = self.schedules.learning_rate(step)
-            if i == 0:
-                group["weight_decay"] = self.schedules.weight_decay(step)
-        global_views, local_views = views.global_views, views.local_views
-        batch, frames = global_views.shape[:2]
-        heads, head_dim, d = cfg.num_attention_heads, cfg.hidden_size // cfg.num_attention_heads, cfg.hidden_size
-        patches = (global_views.shape[-1] // cfg.patch_size) ** 2
-        autocast = torch.autocast(
-            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        )
-        with autocast:
-            with torch.no_grad():
-                teacher_logits = torch.zeros(frames, batch, cfg.head_out_dim, device=self.device)
-                queries = torch.zeros(frames, batch, heads, patches, head_dim, device=self.device)
-                keys = torch.zeros_like(queries)
-                cls_attention = torch.zeros(frames, batch, heads, patches, device=self.device)
-                patch_features = torch.zeros(frames, batch, patches, d, device=self.device)
-                for t in range(frames):
-                    out = self.teacher(pixel_values=global_views[:, t], output_tracker_features=True)
-                    teacher_logits[t] = out.logits
-                    queries[t] = out.tracker_features.queries
-                    keys[t] = out.tracker_features.keys
-                    cls_attention[t] = out.tracker_features.cls_attention
-                    patch_features[t] = out.tracker_features.patch_features
-                masked = self.track(global_views, queries, keys, cls_attention, patch_features)
-            masked_logits = self.student_masked(masked)
-            local_logits = self.student_local(local_views)
-            loss = self.loss(teacher_logits, masked_logits, local_logits, epoch)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loop formulation: loss is {loss.item()}")
-        self.optimizer.zero_grad()
-        if self.scaler is None:
-            loss.backward()
-        else:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-        if r.clip_grad:
-            norms = []
-            for _, param in self.student.named_parameters():
-                if param.grad is not None:
-                    norm = param.grad.data.norm(2)
-                    norms.append(norm.item())
-                    coef = r.clip_grad / (norm + 1e-6)
-                    if coef < 1:
-                        param.grad.data.mul_(coef)
-            self.last_param_norms = norms
-        cancel_last_layer_gradients_(self.student, epoch, r.freeze_last_layer)
-        if self.scaler is None:
-            self.optimizer.step()
-        else:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        with torch.no_grad():
-            for param_q, param_k in zip(self.student.parameters(), self.teacher.parameters()):
-                param_k.data.mul_(momentum).add_((1 - momentum) * param_q.detach().data)
-        return loss.detach()
-
-
-# ---- timing helpers ---------------------------------------------------------------------------
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(device: torch.device, steps: int, fn) -> float:
-    """Seconds for ``steps`` calls of ``fn(i)``, synchronised only before and after."""
-    synchronize(device)
-    start = time.perf_counter()
-    for i in range(steps):
-        fn(i)
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 class Marks:
@@ -611,85 +188,6 @@ def op_profile(device: torch.device, steps: int, fn) -> dict[str, Any]:
     }
 
 
-def rss_peak_mib() -> float:
-    """High-water mark of the process's resident memory (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def memory_snapshot(device: torch.device) -> dict[str, float]:
-    if device.type == "cuda":
-        return {"allocated_mib": torch.cuda.memory_allocated(device) / 2**20}
-    return {"rss_peak_mib": rss_peak_mib()}
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory(device: torch.device, before: dict[str, float], batch: int) -> dict[str, Any]:
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**20
-        return {
-            "peak_allocated_mib": peak,
-            "peak_reserved_mib": torch.cuda.max_memory_reserved(device) / 2**20,
-            "allocated_before_mib": before["allocated_mib"],
-            "peak_above_resident_per_clip_mib": (peak - before["allocated_mib"]) / batch,
-        }
-    after = rss_peak_mib()
-    return {
-        "rss_peak_mib": after,
-        "rss_peak_increase_mib": after - before["rss_peak_mib"],
-        "note": "CPU: growth of the process's RSS high-water mark during the phase "
-        "(0 when an earlier phase peaked higher)",
-    }
-
-
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def git_state() -> dict[str, Any]:
-    """Commit of the checkout and the source files that differ from it (the code measured)."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"commit": commit, "changed_under_src": [line[3:] for line in status if line[:2] != "??"]}
-
-
-def machine_info(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu,
-        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "device": str(device),
-    }
-    info["git"] = git_state()
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["gpu_memory_gib"] = torch.cuda.get_device_properties(device).total_memory / 2**30
-        info["cuda"] = torch.version.cuda
-    return info
-
-
 # ---- the benchmark ----------------------------------------------------------------------------
 
 
@@ -780,15 +278,7 @@ def synthetic_frames(args: argparse.Namespace, device: torch.device) -> torch.Te
 def run(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, Any]:
     """Fill ``result`` as the figures come in (so that a failure keeps what was measured)."""
     device = torch.device(args.device)
-    result.update(
-        {
-            "benchmark": "bench_step",
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join([Path(sys.executable).name, *sys.argv]),
-            "load_average_start": os.getloadavg(),
-            "machine": machine_info(device),
-        }
-    )
+    result.update(run_header("bench_step", device))
     recipe = make_recipe(args)
     config = build_model_config(recipe)
     views_cfg = build_views(recipe).config
@@ -1047,32 +537,6 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     return run_and_record(run, args, args.json or RESULTS_DIR / "bench_step.json")
-
-
-def run_and_record(run_fn, args: argparse.Namespace, json_path: Path) -> int:
-    """``run_fn(args, result)``, then ``result`` written to ``json_path`` whatever happened.
-
-    ``run_fn`` fills ``result`` as figures come in, so a failure part-way (CUDA out of memory:
-    exit code 3; anything else: 1) still records what was measured, with the error.
-    """
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {}
-    try:
-        run_fn(args, result)
-        code = 0
-    except torch.cuda.OutOfMemoryError as err:
-        result["error"] = f"CUDA out of memory: {str(err).splitlines()[0]}"
-        result["memory_total_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30
-        result["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        print(result["error"], flush=True)
-        code = 3
-    except Exception as err:  # keep what was measured before the failure
-        traceback.print_exc()
-        result["error"] = f"{type(err).__name__}: {err}"
-        code = 1
-    json_path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {json_path}")
-    return code
 
 
 if __name__ == "__main__":

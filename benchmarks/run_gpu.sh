@@ -77,7 +77,7 @@ fi
 # Sample video for the end-to-end run (never downloaded here unless it is missing).
 VIDEO="$REPO/.cache/sample_videos/bikes.mp4"
 if [ ! -f "$VIDEO" ]; then
-    timeout 60 "$PY" -c "from dora_hf.data.sample_video import get_sample_video; get_sample_video('$REPO/.cache/sample_videos')" \
+    timeout 60 "$PY" -c "from dora_hf.demo.sample_video import get_sample_video; get_sample_video('$REPO/.cache/sample_videos')" \
         >"$WORK/sample_video.log" 2>&1 || true
 fi
 

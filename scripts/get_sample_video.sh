@@ -3,4 +3,4 @@
 # Usage: scripts/get_sample_video.sh [OUT]   (default: demo-data/bikes.mp4)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec .venv/bin/python -m dora_hf.data.sample_video --out "${1:-demo-data/bikes.mp4}"
+exec .venv/bin/python -m dora_hf.demo.sample_video --out "${1:-demo-data/bikes.mp4}"

@@ -115,7 +115,7 @@ def sample_video_cache() -> Path:
 @pytest.fixture(scope="session")
 def tiny_frames_dataset(synthetic_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic video prepared for training tests: 100 kept frames (every 2nd) in 2 shards."""
-    from dora_hf.data.prepare import PrepareOptions, prepare_dataset
+    from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
 
     out = tmp_path_factory.mktemp("prepared") / "tiny-frames"
     options = PrepareOptions(clip_step=6, keep_every=2, frames_per_clip=2, frames_per_shard=50)

@@ -2,7 +2,7 @@
 
 The model is the teacher of a 2-step tiny pretraining run, exported with `dora-hf export`'s code
 path; the dataset is the `tiny_frames_dataset` prepared with `dora-hf prepare-data`'s code path. Each
-repo holds exactly the files `dora-hf push` would upload (`dora_hf.hub.plan_upload`).
+repo holds exactly the files `dora-hf push` would upload (`dora_hf.publish.push.plan_upload`).
 Register with `pytest_plugins = ("hub_fixtures",)`.
 """
 
@@ -52,8 +52,8 @@ def export_tiny_model(dataset: Path, work: Path, repo_id: str) -> Path:
     from accelerate import Accelerator
     from test_pretrain import tiny_recipe
 
-    from dora_hf.export import export_checkpoint
-    from dora_hf.training.loop import pretrain
+    from dora_hf.publish.export import export_checkpoint
+    from dora_hf.pretrain import pretrain
 
     recipe = tiny_recipe(dataset, work / "run", max_steps=2, checkpointing_steps=2, export_dir=str(work / "loop-export"))
     pretrain(recipe, Accelerator(cpu=True))
@@ -71,7 +71,7 @@ def published_hub(
     exported_model: Path, tiny_frames_dataset: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PublishedHub]:
     """olah on a free port serving `testorg/dora-wt-vits16` and `testorg/walking-tours-mini`."""
-    from dora_hf.hub import plan_upload
+    from dora_hf.publish.push import plan_upload
 
     server = LocalHub(tmp_path_factory.mktemp("hub")).start()
     try:

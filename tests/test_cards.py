@@ -7,7 +7,7 @@ import re
 
 from huggingface_hub import DatasetCard, EvalResult, ModelCard
 
-from dora_hf.cards import architecture_name, hub_dataset_id, render_model_card
+from dora_hf.publish.cards import architecture_name, hub_dataset_id, render_model_card
 from dora_hf.modeling import DoraConfig
 from dora_hf.training.recipe import PretrainRecipe
 

@@ -23,20 +23,13 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from dora_hf.errors import DoraUserError
-from dora_hf.training.checkpoints import (
-    MANIFEST_FILE,
-    RUN_STATE_FILE,
-    RunState,
-    complete_checkpoints,
-    resolve_checkpoint,
-    save_checkpoint,
-    verify_checkpoint,
-)
+from dora_hf.training.checkpoints import MANIFEST_FILE, RUN_STATE_FILE, RunState, complete_checkpoints, resolve_checkpoint, save_checkpoint
+from dora_hf.folders.checkpoint_layout import verify_checkpoint
 from dora_hf.training.loop import TrainingDiverged
 from test_pretrain import run_pretrain, tiny_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT_LOG = "dora_hf.training.checkpoints"
+CHECKPOINT_LOG = "dora_hf.folders.checkpoint_layout"
 
 
 def checkpoint_weights(checkpoint: Path) -> dict[str, torch.Tensor]:

@@ -22,9 +22,10 @@ import torch
 from PIL import Image as PILImage
 
 from conftest import read_frame_index
-from dora_hf.data.clips import ClipStream, collate_clips
-from dora_hf.data.prepare import FRAME_FEATURES
-from dora_hf.data.shard_source import RowGroup, RowGroupReader
+from dora_hf.dataset.streaming import ClipStream
+from dora_hf.dataset.batches import collate_clips
+from dora_hf.prepare.shard_writer import FRAME_FEATURES
+from dora_hf.dataset.shards import RowGroup, RowGroupReader
 from dora_hf.errors import DoraUserError
 
 GREEN = {"a": 40, "b": 200, "c": 120}
@@ -194,7 +195,7 @@ def test_clip_step_seconds_rounds_to_a_multiple_of_keep_every(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     folder = write_dataset(tmp_path / "d", make_rows(VIDEOS, fps=59.94), 2)
-    with caplog.at_level(logging.INFO, logger="dora_hf.data.clips"):
+    with caplog.at_level(logging.INFO, logger="dora_hf.dataset"):
         got = [key(s) for s in stream(folder, clip_step=None, clip_step_seconds=1.0, shuffle=False)]
     assert got == expected_clips(VIDEOS, step=60)  # 59.94 source frames -> 60
     said = [r.getMessage() for r in caplog.records if "clip_step_seconds" in r.getMessage()]
@@ -215,7 +216,7 @@ def test_single_frame_clips(four_shards: Path) -> None:
 
 
 def test_reads_what_prepare_data_writes(synthetic_video: Path, tmp_path: Path) -> None:
-    from dora_hf.data.prepare import PrepareOptions, prepare_dataset
+    from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
 
     options = PrepareOptions(clip_step=30, keep_every=5, frames_per_clip=4, short_side=96, frames_per_shard=15)
     prepare_dataset([synthetic_video], tmp_path / "prepared", options, progress=False, log=None)
@@ -293,7 +294,7 @@ def test_eight_ranks_of_eight_workers_over_nineteen_shards(
     log = ReadLog(monkeypatch)
     readers: dict[tuple[int, int], list] = {}
     reads: dict[tuple[int, int], list] = {}
-    with caplog.at_level(logging.WARNING, logger="dora_hf.data.clips"):
+    with caplog.at_level(logging.WARNING, logger="dora_hf.dataset"):
         for rank in range(8):
             s = stream(nineteen_shards, rank=rank, world_size=8, seed=11)
             for worker in range(8):
@@ -339,7 +340,7 @@ def test_fewer_row_groups_than_readers_still_splits_but_says_so(
 ) -> None:
     folder = write_dataset(tmp_path / "d", make_rows(VIDEOS), 1)  # one shard of one row group
     assert len(row_groups(folder)) == 1
-    with caplog.at_level(logging.WARNING, logger="dora_hf.data.clips"):
+    with caplog.at_level(logging.WARNING, logger="dora_hf.dataset"):
         per_rank = [[key(s) for s in stream(folder, rank=rank, world_size=2)] for rank in range(2)]
     expected = expected_clips(VIDEOS)
     assert [len(clips) for clips in per_rank] == [len(expected) // 2] * 2
@@ -525,7 +526,7 @@ def test_hub_repo_ids_go_through_datasets_resolution(four_shards: Path, monkeypa
     # No network here: stand in for the hub with the local folder, checking what is asked for.
     import huggingface_hub
 
-    from dora_hf.data import shard_source
+    from dora_hf.dataset import shards as shard_source
 
     asked = []
     real = shard_source.datasets.load_dataset_builder
@@ -597,7 +598,7 @@ def test_video_shorter_than_a_clip_warns_once_and_yields_nothing(
 ) -> None:
     videos = {"a": 60, "c": 12, "b": 45}  # c: 12 kept frames < 19 that one clip spans
     folder = write_dataset(tmp_path / "d", make_rows(videos), 3)
-    with caplog.at_level(logging.WARNING, logger="dora_hf.data.clips"):
+    with caplog.at_level(logging.WARNING, logger="dora_hf.dataset"):
         got = [key(s) for s in stream(folder, shuffle=False)]
     assert got == expected_clips(VIDEOS)
     warnings = [r.getMessage() for r in caplog.records if "'c'" in r.getMessage()]
@@ -630,7 +631,8 @@ def test_bad_settings(four_shards: Path) -> None:
 def test_training_loader_keeps_its_workers_across_epochs_and_reads_what_one_process_reads(
     four_shards: Path, tmp_path: Path
 ) -> None:
-    from dora_hf.training.loop import build_clip_loader, endless_batches
+    from dora_hf.training.data_loading import build_clip_loader
+    from dora_hf.dataset.batches import endless_batches
     from dora_hf.training.recipe import load_recipe
 
     # Streaming mode takes the epoch length from prepare_info.json, which these shards lack.

@@ -14,7 +14,7 @@ from accelerate import Accelerator
 
 from dora_hf.errors import DoraUserError
 from dora_hf.modeling import DoraForPreTraining
-from dora_hf.training.loop import pretrain
+from dora_hf.pretrain import pretrain
 from dora_tiny import tiny_config
 from test_pretrain import tiny_recipe
 

@@ -11,7 +11,7 @@ from reference_vit import reference_head_forward, reference_vit_forward
 from transformers import AutoModel, AutoModelForPreTraining
 
 from dora_hf.cli import main as cli_main
-from dora_hf.convert import convert_reference_checkpoint
+from dora_hf.publish.convert import convert_reference_checkpoint
 from dora_hf.errors import DoraUserError
 
 DIM, DEPTH, HEADS, PATCH, GRID, MLP, HIDDEN, BOTTLENECK, OUT = 64, 2, 2, 8, 4, 128, 32, 16, 40

@@ -19,10 +19,10 @@ import pytest
 from test_clips import make_rows, write_dataset
 
 from dora_hf.cli import main as cli_main
-from dora_hf.data.clips import ClipStream
-from dora_hf.data.manifest import UnverifiedDatasetWarning
-from dora_hf.data.prepare import PrepareOptions, prepare_dataset
-from dora_hf.data.random_access import open_random_access
+from dora_hf.dataset.streaming import ClipStream
+from dora_hf.dataset.manifest import UnverifiedDatasetWarning
+from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
+from dora_hf.dataset.random_access import open_random_access
 from dora_hf.errors import DoraUserError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -227,7 +227,7 @@ def test_a_malformed_manifest_is_a_clear_error(dataset, tmp_path) -> None:
 STREAM_FROM_HUB = textwrap.dedent(
     """
     import sys
-    from dora_hf.data.clips import ClipStream
+    from dora_hf.dataset.streaming import ClipStream
     from dora_hf.errors import DoraUserError
     try:
         ClipStream.from_source(sys.argv[1], frames_per_clip=2, clip_step=6)

@@ -10,12 +10,12 @@ import av
 import numpy as np
 import pytest
 
-from dora_hf.data import sample_video
-from dora_hf.data.sample_video import DemoVideo, SampleVideo
-from dora_hf.data.video_cut import cut_video
-from dora_hf.demo import DEMO_RECIPE, HELD_OUT_SECONDS, format_discovery_table, split_demo_video
+from dora_hf.demo import sample_video
+from dora_hf.demo.sample_video import DemoVideo, SampleVideo
+from dora_hf.demo.video_cut import cut_video
+from dora_hf.demo.main_job import DEMO_RECIPE, HELD_OUT_SECONDS, format_discovery_table, split_demo_video
 from dora_hf.errors import DoraUserError
-from dora_hf.evaluation.discovery_model import DiscoveryRun
+from dora_hf.evaluation.discovery.video import DiscoveryRun
 from dora_hf.training.recipe import load_recipe
 
 from conftest import read_frame_index

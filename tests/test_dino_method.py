@@ -14,21 +14,15 @@ from accelerate import Accelerator
 from huggingface_hub import ModelCard
 from transformers import AutoModel
 
-from dora_hf.data.dino_views import DinoViews, DinoViewsConfig
-from dora_hf.data.views import IMAGENET_MEAN, IMAGENET_STD, ClipViewsConfig
-from dora_hf.dino_loss import DinoLoss
+from dora_hf.views.dino_views import DinoViews, DinoViewsConfig
+from dora_hf.views.dora_views import IMAGENET_MEAN, IMAGENET_STD, ClipViewsConfig
+from dora_hf.losses.dino_loss import DinoLoss
 from dora_hf.errors import DoraUserError
 from dora_hf.modeling import DoraConfig, DoraForPreTraining
 from dora_hf.training.checkpoints import complete_checkpoints
-from dora_hf.training.loop import (
-    TRAINING_STEPS,
-    build_loss,
-    build_schedules,
-    build_student_and_teacher,
-    build_views,
-    pretrain,
-    tracker_config,
-)
+from dora_hf.training.builders import TRAINING_STEPS, build_loss, build_schedules, build_student_and_teacher, build_views
+from dora_hf.pretrain import pretrain
+from dora_hf.training.trackers import tracker_config
 from dora_hf.training.optimizer import build_optimizer
 from dora_hf.training.recipe import load_recipe
 from dora_hf.training.step import SelfDistillationStep

@@ -14,9 +14,9 @@ from PIL import Image
 
 from dora_hf.cli import main as cli_main
 from dora_hf.errors import DoraUserError
-from dora_hf.evaluation.davis import evaluate_davis
-from dora_hf.evaluation.davis_folder import read_davis
-from dora_hf.evaluation.label_propagation import (
+from dora_hf.evaluation.davis.evaluate import evaluate_davis
+from dora_hf.evaluation.davis.folder import read_davis
+from dora_hf.evaluation.davis.label_propagation import (
     PropagationSettings,
     first_frame_labels,
     labels_to_mask,
@@ -24,7 +24,7 @@ from dora_hf.evaluation.label_propagation import (
     propagate_labels,
     propagate_step,
 )
-from dora_hf.evaluation.region_boundary import boundary_f, jaccard
+from dora_hf.evaluation.davis.region_boundary import boundary_f, jaccard
 
 BACKGROUND = (40, 60, 200)
 OBJECTS = {1: (220, 40, 40), 2: (40, 200, 60)}

@@ -16,7 +16,7 @@ import torch
 from dora_tiny import save_tiny_dora
 
 from dora_hf.cli import main as cli_main
-from dora_hf.evaluation.discovery import (
+from dora_hf.evaluation.discovery.scoring import (
     best_region_iou,
     centre_square,
     clip_starts,

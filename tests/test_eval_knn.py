@@ -18,8 +18,8 @@ from PIL import Image
 from dora_hf.cli import main as cli_main
 from dora_hf.errors import DoraUserError
 from dora_hf.evaluation import results_to_eval_results, results_to_model_index
-from dora_hf.evaluation.commands import run_knn
-from dora_hf.evaluation.knn import knn_votes, ranked_classes
+from dora_hf.evaluation.classification.command import run_knn
+from dora_hf.evaluation.classification.knn import knn_votes, ranked_classes
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220)}
 
@@ -195,9 +195,9 @@ def test_clear_errors(tiny_model, colour_folder, tmp_path, capsys):
 
 
 def test_unlabelled_split_is_refused(tiny_model, tmp_path):
-    from dora_hf.evaluation.backbone import load_backbone
-    from dora_hf.evaluation.features import extract_features
-    from dora_hf.evaluation.image_dataset import open_image_split
+    from dora_hf.evaluation.encoder import load_encoder
+    from dora_hf.evaluation.classification.features import extract_features
+    from dora_hf.evaluation.classification.image_dataset import open_image_split
 
     folder = tmp_path / "unlabelled" / "data"
     folder.mkdir(parents=True)
@@ -206,11 +206,11 @@ def test_unlabelled_split_is_refused(tiny_model, tmp_path):
     datasets.Dataset.from_dict({"image": [image], "label": [-1]}, features=features).to_parquet(folder / "test.parquet")
     split = open_image_split(str(folder.parent), "test")
     with pytest.raises(DoraUserError, match="unlabelled examples"):
-        extract_features(load_backbone(str(tiny_model)), split, progress=False)
+        extract_features(load_encoder(str(tiny_model)), split, progress=False)
 
 
 def test_knn_values_above_the_training_set_are_merged_into_the_k_used():
-    from dora_hf.evaluation.commands import neighbour_counts
+    from dora_hf.evaluation.classification.command import neighbour_counts
 
     assert neighbour_counts([10, 20, 100, 200], 12) == {10: [10], 12: [20, 100, 200]}
     assert neighbour_counts([200, 5], 300) == {200: [200], 5: [5]}

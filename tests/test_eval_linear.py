@@ -14,9 +14,9 @@ from dora_tiny import save_tiny_vit
 from PIL import Image
 
 from dora_hf.cli import main as cli_main
-from dora_hf.evaluation.backbone import load_backbone
-from dora_hf.evaluation.features import image_features
-from dora_hf.evaluation.linear_probe import LinearProbeSettings, train_linear_probe
+from dora_hf.evaluation.encoder import load_encoder
+from dora_hf.evaluation.classification.features import image_features
+from dora_hf.evaluation.classification.linear_probe import LinearProbeSettings, train_linear_probe
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -70,7 +70,7 @@ def tiny_vit(tmp_path_factory) -> Path:
 
 
 def test_last_blocks_feature_is_the_normalised_cls_of_each_block(tiny_vit):
-    backbone = load_backbone(str(tiny_vit))
+    backbone = load_encoder(str(tiny_vit))
     pixels = torch.randn(2, 3, 32, 32)
     features = image_features(backbone, pixels, n_last_blocks=2)
     output = backbone.model(pixel_values=pixels, output_hidden_states=True)

@@ -9,7 +9,7 @@ import pytest
 import tomllib
 
 from dora_hf.evaluation.metric_modules import JACCARD_F, METRICS_DIR, TOPK_ACCURACY, load_metric, metric_path
-from dora_hf.evaluation.region_boundary import (
+from dora_hf.evaluation.davis.region_boundary import (
     boundary_f,
     boundary_map,
     boundary_tolerance_pixels,

@@ -26,8 +26,8 @@ from safetensors.torch import load_file
 
 from dora_hf import DoraConfig, DoraForPreTraining, DoraImageProcessor, DoraModel
 from dora_hf.cli import main as cli_main
-from dora_hf.convert import split_reference_keys
-from dora_hf.export_formats import timm_state_dict
+from dora_hf.publish.convert import split_reference_keys
+from dora_hf.publish.export_formats import timm_state_dict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTS_DIR = Path(__file__).resolve().parent

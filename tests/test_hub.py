@@ -29,7 +29,7 @@ from hub_server import LocalHub
 
 from dora_hf import cli
 from dora_hf.errors import DoraUserError
-from dora_hf.hub import plan_upload, push
+from dora_hf.publish.push import plan_upload, push
 
 if TYPE_CHECKING:
     from hub_fixtures import PublishedHub
@@ -153,7 +153,8 @@ STREAM_INTO_TRAINING_STEP = textwrap.dedent(
     from datasets import load_dataset
     from test_pretrain import tiny_recipe, tiny_training_step
 
-    from dora_hf.data.clips import ClipStream, collate_clips
+    from dora_hf.dataset.batches import collate_clips
+    from dora_hf.dataset.streaming import ClipStream
 
     hub_id, local = sys.argv[1], sys.argv[2]
     columns = ["video_id", "frame_index"]
@@ -409,16 +410,16 @@ def test_push_dataset_folder(tiny_frames_dataset, monkeypatch, capsys):
 
 def test_push_dry_run_says_how_a_large_dataset_goes_up(tiny_frames_dataset, monkeypatch, capsys):
     argv = ["push", str(tiny_frames_dataset), "--repo-id", DATASET_REPO, "--repo-type", "dataset"]
-    monkeypatch.setattr("dora_hf.hub.xet_available", lambda: True)
+    monkeypatch.setattr("dora_hf.publish.push.xet_available", lambda: True)
     assert cli.main(argv + ["--dry-run"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
         "upload: streamed with hf_xet; running the same push again resumes an interrupted one"
     )
-    monkeypatch.setattr("dora_hf.hub.LARGE_FOLDER_FILES", 3)  # the 4-file folder counts as large
+    monkeypatch.setattr("dora_hf.publish.push.LARGE_FOLDER_FILES", 3)  # the 4-file folder counts as large
     assert cli.main(argv + ["--dry-run"]) == 0
     assert "streamed with hf_xet, committed in batches (a large folder: 4 files," in capsys.readouterr().out
 
-    monkeypatch.setattr("dora_hf.hub.xet_available", lambda: False)
+    monkeypatch.setattr("dora_hf.publish.push.xet_available", lambda: False)
     assert cli.main(argv + ["--dry-run"]) == 0
     assert "one commit of 4 files" in capsys.readouterr().out.splitlines()[-1]
     hub = RecordingHub(monkeypatch)
@@ -428,7 +429,7 @@ def test_push_dry_run_says_how_a_large_dataset_goes_up(tiny_frames_dataset, monk
     err = capsys.readouterr().err
     assert "warning: upload: one commit of 4 files" in err and "pip install hf_xet" in err
 
-    monkeypatch.setattr("dora_hf.hub.LARGE_FOLDER_FILES", 100)  # small again: no warning
+    monkeypatch.setattr("dora_hf.publish.push.LARGE_FOLDER_FILES", 100)  # small again: no warning
     assert cli.main(argv) == 0
     assert "warning" not in capsys.readouterr().err
 
@@ -456,7 +457,7 @@ def test_push_refuses_before_any_network_call(case, message, exported_model, tin
         monkeypatch.setattr(HfApi, name, network)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no stored token either
-    monkeypatch.setattr("dora_hf.hub.get_token", lambda: None)
+    monkeypatch.setattr("dora_hf.publish.push.get_token", lambda: None)
     folder, repo_id, repo_type = tmp_path / "model", MODEL_REPO, "model"
     shutil.copytree(exported_model, folder)
     if case == "missing folder":
@@ -481,6 +482,6 @@ def test_push_refuses_before_any_network_call(case, message, exported_model, tin
 
 
 def test_push_without_token_raises_user_error(exported_model, monkeypatch):
-    monkeypatch.setattr("dora_hf.hub.get_token", lambda: None)
+    monkeypatch.setattr("dora_hf.publish.push.get_token", lambda: None)
     with pytest.raises(DoraUserError, match="HF_TOKEN"):
         push(plan_upload(exported_model, MODEL_REPO))

@@ -17,10 +17,10 @@ from huggingface_hub import DatasetCard
 from PIL import Image
 
 from dora_hf.cli import main
-from dora_hf.data.dataset_info import count_clips
-from dora_hf.data.integrity import BLANK, FROZEN, StretchFilter
-from dora_hf.data.prepare import PrepareOptions, prepare_dataset
-from dora_hf.data.random_access import open_random_access
+from dora_hf.dataset.clip_index import count_clips
+from dora_hf.prepare.blank_frozen import BLANK, FROZEN, StretchFilter
+from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
+from dora_hf.dataset.random_access import open_random_access
 from dora_hf.errors import DoraUserError
 
 FPS = 30

@@ -16,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def one_shard_dataset(synthetic_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Prepared as the main job prepares its sample: the whole video in a single shard."""
-    from dora_hf.data.prepare import PrepareOptions, prepare_dataset
+    from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
 
     out = tmp_path_factory.mktemp("launch") / "frames"
     options = PrepareOptions(clip_step=3, frames_per_clip=4, short_side=96)  # the demo recipe's spacing

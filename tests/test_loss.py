@@ -13,8 +13,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from dora_hf import loss as loss_module
-from dora_hf.loss import DoraLoss, reference_object_weights, soft_cross_entropy, teacher_temperature_at
+from dora_hf.losses import self_distillation as loss_module
+from dora_hf.losses.dora_loss import DoraLoss, reference_object_weights
+from dora_hf.losses.self_distillation import soft_cross_entropy, teacher_temperature_at
 
 STUDENT_TEMP = 0.1
 WARMUP_TEMP, FINAL_TEMP, WARMUP_EPOCHS, N_EPOCHS = 0.04, 0.07, 10, 100

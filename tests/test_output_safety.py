@@ -24,11 +24,11 @@ from accelerate import Accelerator
 from test_pretrain import tiny_recipe
 
 from dora_hf.cli import main as cli_main
-from dora_hf.data import prepare
-from dora_hf.data.manifest import HashingFile
-from dora_hf.data.prepare import PrepareOptions, prepare_dataset
+from dora_hf.prepare import pipeline as prepare
+from dora_hf.dataset.manifest import HashingFile
+from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
 from dora_hf.errors import DoraUserError
-from dora_hf.output_folder import (
+from dora_hf.folders.output_folder import (
     MARKER_FILE,
     FolderInUse,
     check_replaceable,
@@ -38,7 +38,7 @@ from dora_hf.output_folder import (
     write_marker,
 )
 from dora_hf.training.checkpoints import complete_checkpoints
-from dora_hf.training.loop import pretrain
+from dora_hf.pretrain import pretrain
 from dora_hf.training.step import DoraTrainingStep
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def trained_run(dataset: Path, out: Path, **overrides) -> Path:
 HOLD_CLAIM = textwrap.dedent(
     """
     import sys
-    from dora_hf.output_folder import claim_folder
+    from dora_hf.folders.output_folder import claim_folder
     claim_folder(sys.argv[1], "holder")
     print("held", flush=True)
     sys.stdin.read()
@@ -472,7 +472,7 @@ KILLED_WHILE_ENCODING = textwrap.dedent(
     """
     import sys, time
     from dora_hf.cli import main
-    from dora_hf.data import prepare
+    from dora_hf.prepare import pipeline as prepare
 
     def stop_here(*args, **kwargs):
         print("encoding", flush=True)

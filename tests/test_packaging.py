@@ -112,7 +112,7 @@ CORE_USE = BLOCK_EXTRAS + textwrap.dedent(
     assert [tuple(m.shape) for m in maps] == [(1, 48, 4, 4), (1, 48, 4, 4)], [m.shape for m in maps]
     extractor = pipeline("image-feature-extraction", model=folder)
     assert np.asarray(extractor(image)).shape[-1] == 48
-    import dora_hf.convert, dora_hf.hub  # the core commands: convert-reference, push
+    import dora_hf.publish.convert, dora_hf.publish.push  # the core commands: convert-reference, push
     for name in ("av", "datasets", "accelerate", "evaluate"):
         assert sys.modules.get(name) is None, name
     print("CORE-OK")

@@ -21,7 +21,7 @@ from transformers import AutoModel
 
 from dora_hf.cli import main as cli_main
 from dora_hf.training.checkpoints import complete_checkpoints
-from dora_hf.training.loop import pretrain
+from dora_hf.pretrain import pretrain
 from dora_hf.training.recipe import load_recipe
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "pre_layout"

@@ -23,14 +23,11 @@ from huggingface_hub import DatasetCard
 from PIL import Image
 
 from dora_hf.cli import main
-from dora_hf.data import sample_video
-from dora_hf.data.prepare import (
-    FRAME_FEATURES,
-    PrepareOptions,
-    choose_keep_every,
-    prepare_dataset,
-    stored_size,
-)
+from dora_hf.demo import sample_video
+from dora_hf.prepare.shard_writer import FRAME_FEATURES
+from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
+from dora_hf.prepare.options import choose_keep_every
+from dora_hf.prepare.frame_images import stored_size
 from dora_hf.errors import DoraUserError
 
 FPS = 30
@@ -364,7 +361,7 @@ def test_two_videos_with_one_video_id_are_refused(video_factory, synthetic_video
 
 
 def test_interrupt_removes_the_temporary_folder(synthetic_video: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    from dora_hf.data import prepare
+    from dora_hf.prepare import pipeline as prepare
 
     calls = []
     real_encode = prepare.encode_image

@@ -27,14 +27,15 @@ import torch
 from conftest import read_frame_index, synthetic_frame, write_synthetic_video
 from PIL import Image
 
-from dora_hf.data import parallel_prepare, prepare
-from dora_hf.data.clips import ClipStream
-from dora_hf.data.parallel_prepare import ParallelDecoder
-from dora_hf.data.prepare import PrepareOptions, prepare_dataset
-from dora_hf.data.random_access import open_random_access
-from dora_hf.data.segments import Segment, scan_keyframes
+from dora_hf.prepare import pipeline as prepare
+from dora_hf.prepare.parallel import pool as parallel_prepare
+from dora_hf.dataset.streaming import ClipStream
+from dora_hf.prepare.parallel.pool import ParallelDecoder
+from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
+from dora_hf.dataset.random_access import open_random_access
+from dora_hf.prepare.parallel.segments import Segment, scan_keyframes
 from dora_hf.errors import DoraUserError
-from dora_hf.output_folder import lock_path_for
+from dora_hf.folders.output_folder import lock_path_for
 
 FPS = 30
 FRAMES = 400
@@ -502,7 +503,7 @@ def test_a_downloaded_source_records_its_url_and_the_folder_is_claimed_before_th
     claimed_while_downloading: list[bool] = []
 
     def resolve(*args, **kwargs):
-        from dora_hf import output_folder
+        from dora_hf.folders import output_folder
 
         claimed_while_downloading.append(lock_path_for(out) in output_folder._HELD)
         return real_resolve(*args, **kwargs)

@@ -19,11 +19,13 @@ from transformers import AutoModel
 from dora_hf.cli import main as cli_main
 from dora_hf.errors import DoraUserError
 from dora_hf.evaluation.results import make_results, write_results
-from dora_hf.loss import DoraLoss
+from dora_hf.losses.dora_loss import DoraLoss
 from dora_hf.modeling import DoraConfig, DoraForPreTraining
-from dora_hf.training import loop as loop_module
+from dora_hf.training import builders
 from dora_hf.training.checkpoints import complete_checkpoints
-from dora_hf.training.loop import TrainingDiverged, build_views, pretrain
+from dora_hf.training.loop import TrainingDiverged
+from dora_hf.training.builders import build_views
+from dora_hf.pretrain import pretrain
 from dora_hf.training.optimizer import build_optimizer
 from dora_hf.training.recipe import load_recipe
 from dora_hf.training.schedules import DoraSchedules
@@ -283,25 +285,25 @@ def test_recipe_errors_name_the_key(tmp_path):
     with pytest.raises(DoraUserError, match=r"lerning_rate.*r.yaml.*valid keys"):
         load_recipe(path)
     with pytest.raises(DoraUserError, match="recipe key 'model'.*num_objects"):
-        loop_module.build_model_config(load_recipe(None, {"model": {"num_objects": 9}}))
+        builders.build_model_config(load_recipe(None, {"model": {"num_objects": 9}}))
     with pytest.raises(DoraUserError, match="views"):
         build_views(load_recipe(None, {"views": {"global_sise": 3}}))
 
 
 def test_missing_tracker_package_is_a_clear_error(tiny_frames_dataset, tmp_path, monkeypatch):
     # accelerate lists the trackers whose packages are installed; wandb is not among them here.
-    monkeypatch.setattr(loop_module, "get_available_trackers", lambda: ["tensorboard"])
+    monkeypatch.setattr(builders, "get_available_trackers", lambda: ["tensorboard"])
     with pytest.raises(DoraUserError, match="report_to wandb needs the wandb package: pip install wandb"):
-        loop_module.make_accelerator(tiny_recipe(tiny_frames_dataset, tmp_path / "run", report_to="wandb"), cpu=True)
+        builders.make_accelerator(tiny_recipe(tiny_frames_dataset, tmp_path / "run", report_to="wandb"), cpu=True)
     with pytest.raises(DoraUserError, match="report_to comet_ml needs the comet_ml package"):
-        loop_module.make_accelerator(tiny_recipe(tiny_frames_dataset, tmp_path / "run", report_to="comet_ml"), cpu=True)
+        builders.make_accelerator(tiny_recipe(tiny_frames_dataset, tmp_path / "run", report_to="comet_ml"), cpu=True)
 
 
 def test_shipped_recipes_load():
     for name in ("vits16_wt_venice", "vits16_wt_all", "demo_cpu"):
         recipe = load_recipe(REPO_ROOT / "training_scripts" / "configs" / f"{name}.yaml")
         recipe.validate()
-        loop_module.build_model_config(recipe)
+        builders.build_model_config(recipe)
         build_views(recipe)
     venice = load_recipe(REPO_ROOT / "training_scripts" / "configs" / "vits16_wt_venice.yaml")
     assert (venice.batch_size_per_device, venice.epochs, venice.frames_per_clip, venice.clip_step) == (16, 100, 8, 60)
@@ -312,18 +314,19 @@ TWO_RANK_SCRIPT = textwrap.dedent(
     import json, sys
     import torch
     from accelerate import Accelerator
-    from dora_hf.training import loop
+    from dora_hf.pretrain import pretrain
+    from dora_hf.training import data_loading
     from dora_hf.training.recipe import load_recipe
 
     recipe = load_recipe(None, json.loads(sys.argv[1]))
     seen = []
-    collate = loop.collate_clips
+    collate = data_loading.collate_clips
     def recording_collate(samples):
         seen.extend(int(s["clip"]) for s in samples)  # clip numbers: several share a kept start
         return collate(samples)
-    loop.collate_clips = recording_collate
+    data_loading.collate_clips = recording_collate
     accelerator = Accelerator(cpu=True)
-    result = loop.pretrain(recipe, accelerator)
+    result = pretrain(recipe, accelerator)
     torch.save(
         {"rank": accelerator.process_index, "world": accelerator.num_processes, "seen": seen,
          "center": result.loss_fn.center, "teacher": result.teacher.state_dict()},

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from dora_hf.data.clip_index import ClipIndex
-from dora_hf.data.clips import collate_clips
-from dora_hf.data.dataset_info import count_clips, read_prepare_info
-from dora_hf.data.random_access import EpochClipSampler, open_random_access
+from dora_hf.dataset.clip_index import ClipIndex
+from dora_hf.dataset.batches import collate_clips
+from dora_hf.dataset.clip_index import count_clips
+from dora_hf.dataset.info import read_prepare_info
+from dora_hf.dataset.random_access import EpochClipSampler, open_random_access
 from dora_hf.errors import DoraUserError
 from test_clips import GREEN, KEEP_EVERY, STEP, T, VIDEOS, expected_clips, key, make_rows, write_dataset
 
@@ -56,7 +57,7 @@ def reference_starts(videos: dict[str, int], frames: int = T, step: int = STEP, 
 def test_epoch_counts_source_frame_starts_on_a_60fps_video_at_the_defaults(video_factory, tmp_path: Path) -> None:
     # 1500 source frames at 60 fps prepared at the defaults (step 60, keep every 10th, T = 8):
     # the reference has 1500 - 7 * 60 = 1080 clips per epoch; kept frames alone give 108.
-    from dora_hf.data.prepare import PrepareOptions, prepare_dataset
+    from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
 
     video = video_factory(name="sixty", frames=1500, fps=60, size=(64, 48))
     out = tmp_path / "prepared"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dora_hf.errors import DoraUserError
-from dora_hf.training.loop import build_schedules
+from dora_hf.training.builders import build_schedules
 from dora_hf.training.recipe import PretrainRecipe, add_recipe_arguments, load_recipe, parse_yaml, recipe_from_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

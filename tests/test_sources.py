@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dora_hf.cli import main
-from dora_hf.data.sources import download, read_source_list, resolve_sources
+from dora_hf.prepare.inputs import download, read_source_list, resolve_sources
 from dora_hf.errors import DoraUserError
 
 FAST = ["--clip-step", "6", "--keep-every", "2", "--frames-per-clip", "2", "--no-progress"]

@@ -14,11 +14,13 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, LoggerType
 
-from dora_hf.data.views import DoraViews
+from dora_hf.views.dora_views import DoraViews
 from dora_hf.errors import DoraUserError
-from dora_hf.loss import DoraLoss
+from dora_hf.losses.dora_loss import DoraLoss
 from dora_hf.modeling import DoraConfig, DoraForPreTraining
-from dora_hf.training.loop import build_views, check_supported, pretrain, tracker_config
+from dora_hf.training.builders import build_views, check_supported
+from dora_hf.pretrain import pretrain
+from dora_hf.training.trackers import tracker_config
 from dora_hf.training.optimizer import build_optimizer
 from dora_hf.training.schedules import DoraSchedules
 from dora_hf.training.step import DoraTrainingStep, MultiViewStudent
@@ -133,7 +135,7 @@ def test_sharded_setups_are_refused_at_start(tiny_frames_dataset, tmp_path, kind
 
 PRECISION_SCRIPT = """
 import sys
-from dora_hf.training.loop import make_accelerator
+from dora_hf.training.builders import make_accelerator
 from dora_hf.training.recipe import load_recipe
 recipe = load_recipe(None, {"dataset": "x", **({"mixed_precision": sys.argv[1]} if sys.argv[1] != "unset" else {})})
 print(make_accelerator(recipe, cpu=True).mixed_precision)
@@ -169,7 +171,7 @@ def test_every_accelerate_tracker_is_a_valid_report_to(tiny_frames_dataset, tmp_
 
 
 def test_push_to_hub_is_checked_before_training_and_pushes_the_export(tiny_frames_dataset, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("dora_hf.hub.get_token", lambda: None)
+    monkeypatch.setattr("dora_hf.publish.push.get_token", lambda: None)
     recipe = tiny_recipe(tiny_frames_dataset, tmp_path / "run", push_to_hub=True, hub_model_id="me/dora-tiny", max_steps=1)
     with pytest.raises(DoraUserError, match="--push_to_hub needs a Hugging Face token"):
         pretrain(recipe, Accelerator(cpu=True))
@@ -179,7 +181,7 @@ def test_push_to_hub_is_checked_before_training_and_pushes_the_export(tiny_frame
     with pytest.raises(DoraUserError, match="--hub_model_id must be ORG/NAME"):
         pretrain(tiny_recipe(tiny_frames_dataset, tmp_path / "run", push_to_hub=True, hub_model_id="nope"), Accelerator(cpu=True))
 
-    monkeypatch.setattr("dora_hf.hub.get_token", lambda: "hf_test_token")
+    monkeypatch.setattr("dora_hf.publish.push.get_token", lambda: "hf_test_token")
     hub = RecordingHub(monkeypatch)
     result = pretrain(recipe, Accelerator(cpu=True))
     (_, repo), (_, upload) = hub.calls

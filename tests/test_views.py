@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dora_hf.data.color_augment import (
+from dora_hf.views.color_augment import (
     ColorParams,
     _gaussian_blur_taps,
     adjust_hue,
@@ -24,9 +24,9 @@ from dora_hf.data.color_augment import (
     select_params,
     working_order,
 )
-from dora_hf.data.crop_boxes import boxes_from_uniforms, draw_box_uniforms, sample_boxes
-from dora_hf.data.resample import resize_taps, separable_resample
-from dora_hf.data.views import IMAGENET_MEAN, IMAGENET_STD, ClipViews, ClipViewsConfig, DoraViews, ViewParams
+from dora_hf.views.crop_boxes import boxes_from_uniforms, draw_box_uniforms, sample_boxes
+from dora_hf.views.resample import resize_taps, separable_resample
+from dora_hf.views.dora_views import IMAGENET_MEAN, IMAGENET_STD, ClipViews, ClipViewsConfig, DoraViews, ViewParams
 
 NO_COLOR = {"jitter_p": 0.0, "grayscale_p": 0.0, "global_blur_p": 0.0, "local_blur_p": 0.0}
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
@@ -595,13 +595,13 @@ def test_views_and_the_step_import_without_pyav_or_datasets() -> None:
 
         sys.meta_path.insert(0, Block())
         import torch
-        from dora_hf.data.views import ClipViews
+        from dora_hf.views.dora_views import ClipViews
         from dora_hf.training.step import DoraTrainingStep  # noqa: F401
         views = ClipViews()(torch.zeros(1, 2, 3, 320, 400, dtype=torch.uint8), torch.Generator().manual_seed(0))
         assert views.global_views.shape == (1, 2, 3, 224, 224)
         assert "av" not in sys.modules and "datasets" not in sys.modules
         try:
-            from dora_hf.data import prepare_dataset  # noqa: F401
+            from dora_hf.prepare import prepare_dataset  # noqa: F401
         except ModuleNotFoundError as err:
             print("lazy:", err)
         """

@@ -16,10 +16,10 @@ from dora_hf import DoraForPreTraining, DoraModel
 from dora_hf.cli import main as cli_main
 from dora_hf.errors import DoraUserError
 from dora_hf.evaluation.frame_input import read_frames
-from dora_hf.evaluation.mask_figure import render_tracking_figure
-from dora_hf.evaluation.overlays import OBJECT_COLOURS
+from dora_hf.evaluation.visualize.mask_figure import render_tracking_figure
+from dora_hf.evaluation.visualize.overlays import OBJECT_COLOURS
 from dora_hf.evaluation.tracker_features import last_block_features
-from dora_hf.evaluation.visualize import visualize
+from dora_hf.evaluation.visualize.command import visualize
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_generic_last_block_features_equal_doras_own(tiny_dora):
     pixels = torch.randn(2, 3, 32, 32)
     generic = last_block_features(model, pixels)
     with torch.no_grad():
-        own = model._encode(pixels, output_tracker_features=True).tracker_features
+        own = model(pixels, output_tracker_features=True, return_dict=True).tracker_features
         attentions = model(pixels, output_attentions=True).attentions[-1]
     for name in ("queries", "keys", "cls_attention", "patch_features"):
         torch.testing.assert_close(getattr(generic, name), getattr(own, name))

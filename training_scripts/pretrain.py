@@ -18,7 +18,8 @@ import sys
 import torch
 
 from dora_hf.errors import DoraUserError
-from dora_hf.training.loop import make_accelerator, pretrain
+from dora_hf.training.builders import make_accelerator
+from dora_hf.pretrain import pretrain
 from dora_hf.training.recipe import add_recipe_arguments, recipe_from_args
 
 

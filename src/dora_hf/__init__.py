@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from . import _moved
 from .auto_registration import register_when_transformers_loads
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     )
 
 register_when_transformers_loads()
+_moved.install()
 
 
 def __getattr__(name: str) -> Any:

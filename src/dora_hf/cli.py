@@ -18,13 +18,13 @@ from .errors import DoraUserError
 
 # name -> (module, one-line help). A module is imported only when its subcommand is chosen.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "convert-reference": ("dora_hf.convert", "convert a reference DoRA/DINO checkpoint (.pth) to a transformers folder"),
-    "prepare-data": ("dora_hf.data.prepare", "decode long videos once into streamable parquet frame shards"),
-    "verify-data": ("dora_hf.data.manifest", "check a prepared dataset's shards against its manifest (sizes, rows, sha256)"),
-    "export": ("dora_hf.export", "export a training checkpoint's teacher as a transformers model folder"),
+    "convert-reference": ("dora_hf.publish.convert", "convert a reference DoRA/DINO checkpoint (.pth) to a transformers folder"),
+    "prepare-data": ("dora_hf.prepare.command", "decode long videos once into streamable parquet frame shards"),
+    "verify-data": ("dora_hf.dataset.manifest", "check a prepared dataset's shards against its manifest (sizes, rows, sha256)"),
+    "export": ("dora_hf.publish.export", "export a training checkpoint's teacher as a transformers model folder"),
     "eval": ("dora_hf.evaluation.commands", "evaluate a frozen encoder: k-NN, linear probe, DAVIS-2017 J&F, object discovery"),
-    "visualize": ("dora_hf.evaluation.visualize", "draw the objects a model discovers and tracks through a video (GIF or PNG)"),
-    "push": ("dora_hf.hub", "upload an exported model or a prepared dataset folder to the Hugging Face Hub"),
+    "visualize": ("dora_hf.evaluation.visualize.command", "draw the objects a model discovers and tracks through a video (GIF or PNG)"),
+    "push": ("dora_hf.publish.push", "upload an exported model or a prepared dataset folder to the Hugging Face Hub"),
 }
 
 

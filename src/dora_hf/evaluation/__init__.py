@@ -8,6 +8,11 @@
 - The shipped `evaluate` metric modules (`metrics/`, loaded by `metric_modules.load_metric`).
 """
 
-from .results import read_results, results_to_eval_results, results_to_model_index, write_results
+from .results import (
+    read_results,
+    results_to_eval_results,
+    results_to_model_index,
+    write_results,
+)
 
 __all__ = ["read_results", "results_to_eval_results", "results_to_model_index", "write_results"]

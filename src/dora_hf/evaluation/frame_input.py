@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.video_source import decode_frames, probe_video
 from ..errors import DoraUserError
+from ..prepare.video_decode import decode_video_frames, probe_video
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -52,7 +52,7 @@ def _video_frames(path: Path, wanted: range) -> list[np.ndarray]:
     info = probe_video(path)
     keep = set(wanted)
     frames: list[np.ndarray] = []
-    decoder = decode_frames(info)
+    decoder = decode_video_frames(info)
     try:
         for decoded in decoder:
             if decoded.index in keep:

@@ -22,13 +22,48 @@ path can add them to the card:
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import EvalResult
 from huggingface_hub.repocard_data import eval_results_to_model_index
 
 RESULTS_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """What a results file says of its task; one per `dora-hf eval` task."""
+
+    task: str
+    task_type: str
+    task_name: str
+
+
+def metric(type_: str, name: str, value: float, args: dict) -> dict:
+    """One row of ``metrics``: a model card's results-table entry (value a fraction in [0, 1])."""
+    return {"type": type_, "name": name, "value": value, "args": args}
+
+
+def task_results(
+    task: EvalTask, backbone: Any, *, dataset: dict, metrics: list[dict], settings: dict, details: dict
+) -> dict:
+    """The results of `task` for the evaluated `backbone` (its ``name`` and ``revision``)."""
+    return make_results(
+        task=task.task,
+        task_type=task.task_type,
+        task_name=task.task_name,
+        model=backbone.name,
+        model_revision=backbone.revision,
+        dataset=dataset,
+        metrics=metrics,
+        settings=settings,
+        details=details,
+    )
 
 
 def make_results(
@@ -58,10 +93,18 @@ def make_results(
     }
 
 
+def add_output_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--out``: where a task's results JSON goes."""
+    parser.add_argument("--out", type=Path, default=Path(default), help=f"results JSON (default: {default})")
+
+
 def write_results(results: dict, path: str | Path) -> Path:
+    """Write under a temporary name, then rename: a results file is whole or absent."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
+    os.replace(partial, path)
     return path
 
 

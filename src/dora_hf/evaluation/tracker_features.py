@@ -24,8 +24,8 @@ def read_tracker_features(
 ) -> DoraTrackerFeatures:
     """Tracker features of `(N, 3, H, W)` images: DoRA's own, or read from a ViT's last block."""
     if isinstance(model, DoraModel):
-        return model._encode(
-            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, output_tracker_features=True
+        return model(
+            pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, output_tracker_features=True, return_dict=True
         ).tracker_features
     return last_block_features(model, pixel_values, interpolate_pos_encoding)
 

@@ -27,9 +27,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 from accelerate.utils import LoggerType
 
-from ..data.views import ClipViewsConfig
 from ..errors import DoraUserError
 from ..modeling import DoraConfig
+from ..views.dora_views import ClipViewsConfig
 
 
 class RecipeLoader(yaml.SafeLoader):

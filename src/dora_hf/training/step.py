@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..data.dino_views import DinoCrops, DinoViews
-from ..data.views import ClipViews, DoraViews
-from ..loss import SelfDistillationLoss
+from ..losses.self_distillation import SelfDistillationLoss
 from ..modeling import DoraForPreTraining, DoraTrackingOutput
+from ..views.dino_views import DinoCrops, DinoViews
+from ..views.dora_views import ClipViews, DoraViews
 from .ema import ema_update_
 from .gradients import cancel_last_layer_gradients_, clip_gradients_per_parameter_
 from .optimizer import set_optimizer_hyperparameters_

@@ -10,7 +10,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from dora_hf.evaluation.region_boundary import VOID_LABEL, object_scores
+from dora_hf.evaluation.davis.region_boundary import VOID_LABEL, object_scores
 
 _DESCRIPTION = """
 J&F of semi-supervised video object segmentation, computed as the DAVIS-2017 toolkit computes it.

@@ -1,0 +1,145 @@
+"""A frozen image encoder to evaluate: any DoRA or ViT-style model folder or hub id.
+
+Evaluation only needs the token sequence of a plain Vision Transformer (a [CLS] token followed
+by patch tokens, after a final LayerNorm), so DoRA checkpoints and transformers' ViT family
+(DINO's ``facebook/dino-vits16`` among them) are accepted alike. Anything else is refused up
+front with a message saying why, rather than failing inside a forward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+from ..errors import DoraUserError
+from ..modeling import DoraImageProcessor
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+
+
+@dataclass
+class FrozenEncoder:
+    """A loaded encoder with what evaluation needs to know about it."""
+
+    model: PreTrainedModel
+    processor: object
+    """Image processor: ``processor(images=[PIL...], return_tensors="pt")["pixel_values"]``."""
+    name: str
+    """The folder or hub id it was loaded from."""
+    revision: str
+    """Hub commit, or a hash of a local folder's weights: what feature caches are keyed by."""
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.model.config.patch_size)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.model.config.image_size)
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.model.config.num_attention_heads)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def pixel_mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The processor's normalisation as `(3, 1, 1)` tensors, for frames resized by hand."""
+        mean = getattr(self.processor, "image_mean", None) or (0.485, 0.456, 0.406)
+        std = getattr(self.processor, "image_std", None) or (0.229, 0.224, 0.225)
+        return torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+
+    def final_layernorm(self) -> torch.nn.Module:
+        """The LayerNorm applied to the last block's output (DINO's ``norm``)."""
+        norm = getattr(self.model, "layernorm", None)
+        if not isinstance(norm, torch.nn.Module):
+            raise DoraUserError(f"{self.name}: the model has no final `layernorm` to apply to intermediate blocks")
+        return norm
+
+
+def load_encoder(name_or_path: str, revision: str | None = None, device: str | torch.device = "cpu") -> FrozenEncoder:
+    """Load `AutoModel` and its image processor, checking that it is a ViT-style encoder."""
+    config = _load_config(name_or_path, revision)
+    _check_vit_like(name_or_path, config)
+    try:
+        model = AutoModel.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError, KeyError) as err:
+        raise DoraUserError(f"{name_or_path}: could not load the model weights ({_first_line(err)})") from err
+    if not hasattr(model, "embeddings"):
+        raise DoraUserError(
+            f"{name_or_path}: {type(model).__name__} is not a ViT-style encoder (no patch embeddings); "
+            "evaluation needs a DoRA or ViT-compatible model"
+        )
+    model = model.to(device).eval()
+    model.requires_grad_(False)
+    return FrozenEncoder(
+        model=model,
+        processor=_load_processor(name_or_path, revision, config),
+        name=str(name_or_path),
+        revision=_model_revision(name_or_path, config),
+    )
+
+
+def _load_config(name_or_path: str, revision: str | None) -> PretrainedConfig:
+    path = Path(name_or_path)
+    if path.exists():
+        if not path.is_dir():
+            raise DoraUserError(f"{path}: is a file; pass a model folder (with config.json) or a hub id")
+        if not (path / "config.json").is_file():
+            raise DoraUserError(f"{path}: not a model folder (no config.json); export one with `dora-hf export`")
+    try:
+        return AutoConfig.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError, KeyError) as err:
+        raise DoraUserError(f"{name_or_path}: could not read the model configuration ({_first_line(err)})") from err
+
+
+def _check_vit_like(name_or_path: str, config: PretrainedConfig) -> None:
+    missing = [key for key in ("patch_size", "image_size", "hidden_size", "num_attention_heads") if not hasattr(config, key)]
+    if missing or isinstance(getattr(config, "patch_size", None), (list, tuple)):
+        raise DoraUserError(
+            f"{name_or_path}: model_type {config.model_type!r} is not DoRA or ViT-compatible "
+            f"(its configuration lacks {', '.join(missing) or 'a single square patch_size'}); "
+            "evaluation needs a [CLS] token and a square patch grid"
+        )
+
+
+def _load_processor(name_or_path: str, revision: str | None, config: PretrainedConfig) -> object:
+    """The folder's image processor; a DoRA folder without one gets DINO's evaluation transform."""
+    try:
+        return AutoImageProcessor.from_pretrained(name_or_path, revision=revision)
+    except (OSError, ValueError, KeyError) as err:
+        if config.model_type == "dora":
+            return DoraImageProcessor.for_image_size(config.image_size)
+        raise DoraUserError(f"{name_or_path}: no usable image processor ({_first_line(err)})") from err
+
+
+def _model_revision(name_or_path: str, config: PretrainedConfig) -> str:
+    """A hub model's commit; for a local folder, a hash of its weight files' contents."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return str(getattr(config, "_commit_hash", None) or "unknown")
+    digest = hashlib.sha256()
+    files = sorted({f for pattern in WEIGHT_PATTERNS for f in path.glob(pattern)})
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

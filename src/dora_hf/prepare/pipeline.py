@@ -1,0 +1,235 @@
+"""Decode long videos once into a streamable dataset folder of parquet frame shards.
+
+``dora-hf prepare-data VIDEO [VIDEO...] --out DIR`` (files, http(s) URLs or ``--source-list FILE``,
+see `inputs`) decodes each video sequentially (or, with ``--num-workers N``, in segments cut at
+keyframes by N processes, with the same result: see `parallel.pool`), keeps
+every n-th frame (n divides the clip step, so clips with the reference spacing can be
+assembled from kept rows while streaming), shrinks it to a short side, compresses it, and
+writes parquet shards ordered by time with a dataset card. The format is described in
+docs/DATA_FORMAT.md. The folder appears only when complete: work happens in a temporary
+sibling that is removed on any error or interrupt. The output folder is claimed for the whole run
+and only an earlier prepare-data output is ever replaced (with --overwrite); see `staged_folder`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tqdm.auto import tqdm
+
+from ..errors import DoraUserError
+from ..folders.staged_folder import staged_folder
+from . import faces
+from .blank_frozen import grey_thumbnail
+from .card import render_dataset_card, write_prepare_info
+from .frame_images import check_frame_size, encode_image, frame_to_image, stored_size
+from .inputs import resolve_videos
+from .options import PrepareOptions
+from .plan import VideoPlan, check_unique_ids, plan_video
+from .rows import VideoRows
+from .shard_writer import ShardWriter
+from .summary import PrepareSummary, VideoSummary
+from .video_decode import check_complete, decode_video_frames, probe_video
+
+if TYPE_CHECKING:
+    from .parallel.segment_store import ResumeFolder
+
+# Names other modules and users import from here (the flat layout's `dora_hf.data.prepare`).
+__all__ = ["PrepareOptions", "PrepareSummary", "VideoSummary", "prepare_dataset"]
+
+
+def prepare_dataset(
+    videos: Sequence[str | Path],
+    out_dir: str | Path,
+    options: PrepareOptions | None = None,
+    *,
+    source_lists: Sequence[str | Path] = (),
+    download_dir: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+    num_workers: int = 1,
+) -> PrepareSummary:
+    """Decode ``videos`` once each into the dataset folder ``out_dir`` (see the module doc).
+
+    ``videos`` are paths or http(s) URLs, followed by the entries of ``source_lists`` (see
+    `sources`). The folder is claimed before any URL is downloaded, and all videos are probed and
+    planned before any is decoded, so bad input fails within seconds. ``out_dir`` appears only
+    when everything succeeded. ``num_workers`` > 1 decodes in that many processes
+    (`parallel_prepare`), with the same result.
+    """
+    options = options or PrepareOptions()
+    options.validate()
+    if num_workers < 1:
+        raise DoraUserError(f"--num-workers must be at least 1 (got {num_workers})")
+    if options.blur_faces:
+        faces.check_available()  # a missing detector fails before any folder or video is touched
+    say = log or (lambda _line: None)
+    out_dir = Path(os.path.abspath(out_dir))  # a name to put the temporary sibling beside, even for "x/."
+    # Claimed and checked before any video is downloaded or opened: a second prepare-data into the
+    # same folder fails at once instead of downloading the same videos.
+    with staged_folder(out_dir, overwrite, kind="dataset", command="prepare-data", log=say) as tmp_dir:
+        resolved = resolve_videos(videos, source_lists, download_dir=download_dir, log=say)
+        plans = [plan_video(probe_video(v.path), options) for v in resolved]
+        if not plans:
+            raise DoraUserError("no VIDEO given")
+        check_unique_ids(plans)
+        urls = [v.url for v in resolved]
+        summary = _write_dataset(plans, urls, options, out_dir, tmp_dir, progress, say, num_workers)
+    say(
+        f"wrote {summary.num_rows} frames in {len(summary.shards)} shard(s) to {out_dir} "
+        f"({summary.decoded_frames} frames decoded in {summary.seconds:.1f} s: {summary.frames_per_second:.0f} frames/s"
+        + (f", {num_workers} processes)" if num_workers > 1 else ")")
+    )
+    return summary
+
+
+def _write_dataset(
+    plans: Sequence[VideoPlan],
+    urls: Sequence[str | None],
+    options: PrepareOptions,
+    out_dir: Path,
+    tmp_dir: Path,
+    progress: bool,
+    say: Callable[[str], None],
+    num_workers: int,
+) -> PrepareSummary:
+    """Decode every planned video into the shards, info file and card of the staging folder `tmp_dir`."""
+    from .parallel.segment_store import ResumeFolder
+
+    started = time.perf_counter()
+    writer = ShardWriter(tmp_dir / "data", options.frames_per_shard)
+    resume = ResumeFolder(out_dir)
+    if num_workers == 1 and resume.exists():  # an interrupted parallel run's segments: finish them, not start over
+        say(f"{resume.root}: holds segments of an interrupted parallel run: resuming it with 1 worker process")
+    try:
+        with contextlib.ExitStack() as stack:
+            if num_workers > 1 or resume.exists():
+                videos = _parallel_videos(plans, options, writer, resume, num_workers, progress, say, stack)
+            else:
+                videos = _sequential_videos(plans, options, writer, progress, say)
+            summaries: list[VideoSummary] = []
+            sources: list[dict] = []
+            for plan, url, (parts, source) in zip(plans, urls, videos):
+                taken = {v.video_id for v in summaries} | {p.info.video_id for p in plans if p is not plan}
+                clash = [part.video_id for part in parts[1:] if part.video_id in taken]
+                if clash:  # readers key on video_id: a part must not take another video's id
+                    raise DoraUserError(
+                        f"{plan.info.path}: its part {clash[0]!r} has the video_id of another video; rename that file"
+                    )
+                if url is not None:
+                    parts = [dataclasses.replace(part, url=url) for part in parts]
+                    source["url"] = url
+                summaries.extend(parts)
+                sources.append(source)
+            shards = writer.finish()
+            seconds = time.perf_counter() - started
+            summary = PrepareSummary(
+                out_dir=out_dir,
+                options=options,
+                videos=summaries,
+                shards=shards,
+                num_rows=writer.num_rows,
+                num_bytes=writer.num_bytes,
+                decoded_frames=sum(s["decoded_frames"] for s in sources),
+                seconds=seconds,
+                sources=sources,
+            )
+            write_prepare_info(tmp_dir / "prepare_info.json", summary)
+            render_dataset_card(summary).save(tmp_dir / "README.md")
+    except BaseException:
+        writer.abort()  # close the open shard; staged_folder removes the folder
+        raise
+    return summary
+
+
+def _sequential_videos(
+    plans: Sequence[VideoPlan], options: PrepareOptions, writer: ShardWriter, progress: bool, say: Callable[[str], None]
+) -> Iterator[tuple[list[VideoSummary], dict]]:
+    """Decode the videos one after the other in this process (``--num-workers 1``)."""
+    for plan in plans:
+        say(f"{plan.info.path.name}: {plan.info.describe()}")
+        say(f"{plan.info.path.name}: {plan.describe()}")
+        yield _write_video(plan, options, writer, progress, say)
+
+
+def _parallel_videos(
+    plans: Sequence[VideoPlan],
+    options: PrepareOptions,
+    writer: ShardWriter,
+    resume: ResumeFolder,
+    num_workers: int,
+    progress: bool,
+    say: Callable[[str], None],
+    stack: contextlib.ExitStack,
+) -> Iterator[tuple[list[VideoSummary], dict]]:
+    """Decode the videos in ``num_workers`` processes; write each one's rows here, in order, as
+    :func:`_write_video` does. The decoder's resume folder lives as long as ``stack``: it is removed
+    only once the whole dataset is written."""
+    from .parallel.pool import ParallelDecoder, VideoJob
+    from .parallel.segment_decode import FrameSettings
+
+    jobs = []
+    for plan in plans:
+        say(f"{plan.info.path.name}: {plan.info.describe()}")
+        say(f"{plan.info.path.name}: {plan.describe()}")
+        width, height = stored_size(plan.info.width, plan.info.height, options.short_side)
+        settings = FrameSettings(
+            plan.keep_every, width, height, options.image_format, options.quality, options.blur_faces
+        )
+        jobs.append(VideoJob(plan.info, settings))
+    decoder = stack.enter_context(ParallelDecoder(jobs, num_workers, resume, progress=progress, say=say))
+    for plan, video in zip(plans, decoder.videos()):
+        rows = VideoRows(plan, options, writer)
+        for kept in video.kept_frames():
+            rows.add(kept.frame_index, kept.timestamp, kept.tick, kept.image, kept.width, kept.height, kept.grey)
+        check_complete(plan.info, video.decoded)
+        yield rows.finish(video.decoded, video.faces_blurred if options.blur_faces else None, say)
+
+
+def _write_video(
+    plan: VideoPlan, options: PrepareOptions, writer: ShardWriter, progress: bool, say: Callable[[str], None]
+) -> tuple[list[VideoSummary], dict]:
+    """Decode one video in this process, keep every n-th frame and append its rows (see :class:`VideoRows`)."""
+    info = plan.info
+    rows = VideoRows(plan, options, writer)
+    blurrer = faces.FaceBlurrer() if options.blur_faces else None
+    decoded = 0
+    with tqdm(
+        total=info.num_frames,
+        desc=info.video_id,
+        unit="frame",
+        disable=not progress,
+        file=sys.stderr,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    ) as bar:
+        for decoded_frame in decode_video_frames(info):
+            decoded += 1
+            bar.update(1)
+            if decoded_frame.index % plan.keep_every:
+                continue
+            frame = decoded_frame.frame
+            check_frame_size(info, frame, decoded_frame.index)
+            image = frame_to_image(frame, rows.size)
+            if blurrer is not None:
+                image = blurrer(image)
+            rows.add(
+                decoded_frame.index,
+                decoded_frame.timestamp,
+                float(frame.time_base) if frame.time_base else 0.0,
+                encode_image(image, options.image_format, options.quality),
+                image.width,
+                image.height,
+                grey_thumbnail(image),
+            )
+    return rows.finish(decoded, blurrer.faces_blurred if blurrer is not None else None, say)
+
+

@@ -1,0 +1,87 @@
+"""The run's clips: a reader for this process, the loader that batches it, and the epoch it reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..dataset.batches import ClipReader, collate_clips
+from ..dataset.clip_index import count_clips
+from ..dataset.info import read_prepare_info
+from ..dataset.random_access import open_random_access
+from ..dataset.streaming import ClipStream
+from .interrupt import leave_stop_signals_to_the_main_process
+from .recipe import PretrainRecipe
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """How many clips an epoch holds and how they are read, for the schedules and the start-up line."""
+
+    clips_per_epoch: int
+    """The reference's count: one clip per source-frame start of every video (DORA_SPEC §1)."""
+    distinct_clips: int
+    """Kept frames that start a clip; each is drawn about keep_every times per reference epoch."""
+    mode: str
+    """How the data is read, in words."""
+
+
+def build_clip_loader(
+    recipe: PretrainRecipe, rank: int, world_size: int, device: torch.device
+) -> tuple[ClipReader, torch.utils.data.DataLoader, EpochPlan]:
+    """This process's clip reader, the loader that batches it, and the epoch it reads.
+
+    By default (``streaming: false``) the frames are read with random access from a memory-mapped
+    Arrow copy (a hub dataset is downloaded first) and each epoch is a seeded permutation of all
+    clip starts over the whole dataset, split exactly over processes; ``streaming: true`` reads a
+    hub dataset without downloading it, row groups spread over readers through a shuffle buffer.
+    """
+    loader_options = dict(
+        batch_size=recipe.batch_size_per_device,
+        num_workers=recipe.num_workers,
+        collate_fn=collate_clips,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        # Workers live across data epochs, so a new epoch does not restart them and re-open the data.
+        persistent_workers=recipe.num_workers > 0,
+        # Its own generator: creating a loader iterator must not draw from the global RNG, which
+        # drop path uses and a checkpoint restores (a resumed run would otherwise drift).
+        generator=torch.Generator().manual_seed(recipe.seed + rank),
+        # Ctrl-C and SIGTERM reach the whole process group: workers leave them to this process.
+        worker_init_fn=leave_stop_signals_to_the_main_process if recipe.num_workers > 0 else None,
+    )
+    if recipe.streaming:
+        info = read_prepare_info(recipe.dataset, recipe.dataset_revision)
+        stream = ClipStream.from_source(
+            recipe.dataset,
+            frames_per_clip=recipe.frames_per_clip,
+            clip_step=recipe.clip_step,
+            shuffle_buffer=recipe.shuffle_buffer,
+            seed=recipe.seed,
+            rank=rank,
+            world_size=world_size,
+            revision=recipe.dataset_revision,
+        )
+        plan = EpochPlan(
+            clips_per_epoch=count_clips(info, recipe.frames_per_clip, recipe.clip_step),
+            distinct_clips=stream.num_clips,  # counted from the shards' rows while opening
+            mode=f"streaming ({len(stream.shard_names)} shard(s), shuffle buffer {recipe.shuffle_buffer} clips)",
+        )
+        return stream, torch.utils.data.DataLoader(stream, **loader_options), plan
+    clips, sampler = open_random_access(
+        recipe.dataset,
+        frames_per_clip=recipe.frames_per_clip,
+        clip_step=recipe.clip_step,
+        revision=recipe.dataset_revision,
+        cache_dir=recipe.dataset_cache_dir,
+        rank=rank,
+        world_size=world_size,
+        seed=recipe.seed,
+    )
+    plan = EpochPlan(
+        clips_per_epoch=clips.index.num_clips,
+        distinct_clips=clips.index.num_kept_starts,
+        mode=f"random access over {len(clips.index.videos)} video(s), uniform over the whole dataset",
+    )
+    return sampler, torch.utils.data.DataLoader(clips, sampler=sampler, **loader_options), plan
