@@ -51,34 +51,25 @@ def build_clip_loader(
         # Ctrl-C and SIGTERM reach the whole process group: workers leave them to this process.
         worker_init_fn=leave_stop_signals_to_the_main_process if recipe.num_workers > 0 else None,
     )
+    # What both readers take: which clips, and this process's share of them.
+    reader_options = dict(
+        frames_per_clip=recipe.frames_per_clip,
+        clip_step=recipe.clip_step,
+        revision=recipe.dataset_revision,
+        rank=rank,
+        world_size=world_size,
+        seed=recipe.seed,
+    )
     if recipe.streaming:
         info = read_prepare_info(recipe.dataset, recipe.dataset_revision)
-        stream = ClipStream.from_source(
-            recipe.dataset,
-            frames_per_clip=recipe.frames_per_clip,
-            clip_step=recipe.clip_step,
-            shuffle_buffer=recipe.shuffle_buffer,
-            seed=recipe.seed,
-            rank=rank,
-            world_size=world_size,
-            revision=recipe.dataset_revision,
-        )
+        stream = ClipStream.from_source(recipe.dataset, shuffle_buffer=recipe.shuffle_buffer, **reader_options)
         plan = EpochPlan(
             clips_per_epoch=count_clips(info, recipe.frames_per_clip, recipe.clip_step),
             distinct_clips=stream.num_clips,  # counted from the shards' rows while opening
             mode=f"streaming ({len(stream.shard_names)} shard(s), shuffle buffer {recipe.shuffle_buffer} clips)",
         )
         return stream, torch.utils.data.DataLoader(stream, **loader_options), plan
-    clips, sampler = open_random_access(
-        recipe.dataset,
-        frames_per_clip=recipe.frames_per_clip,
-        clip_step=recipe.clip_step,
-        revision=recipe.dataset_revision,
-        cache_dir=recipe.dataset_cache_dir,
-        rank=rank,
-        world_size=world_size,
-        seed=recipe.seed,
-    )
+    clips, sampler = open_random_access(recipe.dataset, cache_dir=recipe.dataset_cache_dir, **reader_options)
     plan = EpochPlan(
         clips_per_epoch=clips.index.num_clips,
         distinct_clips=clips.index.num_kept_starts,
