@@ -55,8 +55,8 @@ def _video_frames(path: Path, wanted: range) -> list[np.ndarray]:
     decoder = decode_video_frames(info)
     try:
         for decoded in decoder:
-            if decoded.index in keep:
-                frames.append(decoded.frame.to_ndarray(format="rgb24"))
+            if decoded.index in keep:  # turned upright as prepare-data stores it (np.rot90 turns counter-clockwise)
+                frames.append(np.rot90(decoded.frame.to_ndarray(format="rgb24"), k=info.rotation // 90))
             if decoded.index >= wanted[-1]:
                 break
     finally:

@@ -86,7 +86,7 @@ def _video_row(video: VideoSummary) -> dict:
         "file": video.file,
         "duration": format_duration(video.duration_s),
         "fps": f"{video.fps:g}",
-        "resolution": f"{video.width}x{video.height}",
+        "resolution": f"{video.width}x{video.height}" + (f" (turned {video.rotation} deg)" if video.rotation else ""),
         "stored": f"{video.stored_width}x{video.stored_height}",
         "frames": video.decoded_frames,
         "kept": video.kept_frames,

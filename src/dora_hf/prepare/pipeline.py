@@ -180,7 +180,7 @@ def _parallel_videos(
     for plan in plans:
         say(f"{plan.info.path.name}: {plan.info.describe()}")
         say(f"{plan.info.path.name}: {plan.describe()}")
-        width, height = stored_size(plan.info.width, plan.info.height, options.short_side)
+        width, height = stored_size(*plan.info.display_size, options.short_side)
         settings = FrameSettings(
             plan.keep_every, width, height, options.image_format, options.quality, options.blur_faces
         )
@@ -218,7 +218,7 @@ def _write_video(
                 continue
             frame = decoded_frame.frame
             check_frame_size(info, frame, decoded_frame.index)
-            image = frame_to_image(frame, rows.size)
+            image = frame_to_image(frame, rows.size, info.rotation)
             if blurrer is not None:
                 image = blurrer(image)
             rows.add(

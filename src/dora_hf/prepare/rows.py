@@ -49,7 +49,7 @@ class VideoRows:
         self.options = options
         self.writer = writer
         self.spacing = FrameSpacing(plan.keep_every / info.fps)
-        self.size = stored_size(info.width, info.height, options.short_side)
+        self.size = stored_size(*info.display_size, options.short_side)
         self.extension = IMAGE_FORMATS[options.image_format][1]
         self.stretch_filter: StretchFilter[dict] = StretchFilter(plan.keep_every / info.fps, options.min_gap_seconds)
         self.parts: list[Part] = []
@@ -168,4 +168,5 @@ def part_summary(
         uneven_frame_intervals=spacing.uneven,
         source_video_id=info.video_id,
         first_frame_index=part.first_frame_index,
+        rotation=info.rotation,
     )

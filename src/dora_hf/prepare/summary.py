@@ -43,6 +43,9 @@ class VideoSummary:
     """Source frame of the part's first row; ``decoded_frames`` counts the source frames the part spans."""
     url: str | None = None
     """Where the file was downloaded from, when the input was a URL (left out of prepare_info.json otherwise)."""
+    rotation: int = 0
+    """Counter-clockwise degrees the stored frames were turned from the coded ones to be upright
+    (the source's display matrix); ``width`` and ``height`` are the coded frame's."""
 
 
 @dataclass

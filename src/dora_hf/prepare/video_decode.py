@@ -40,6 +40,14 @@ class VideoInfo:
     """True when ``num_frames`` is stated by the container rather than estimated."""
     duration_s: float | None
     size_bytes: int
+    rotation: int = 0
+    """Counter-clockwise turn (0, 90, 180 or 270 degrees) that shows the frames upright: the
+    stream's display matrix (phones record portrait video as landscape frames plus this)."""
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) of the frames once turned upright."""
+        return (self.height, self.width) if self.rotation in (90, 270) else (self.width, self.height)
 
     @property
     def video_id(self) -> str:
@@ -50,7 +58,8 @@ class VideoInfo:
         """One line for logs and errors: size, rate, length."""
         frames = f"{self.num_frames} frames" if self.num_frames is not None else "unknown frame count"
         length = f", {format_duration(self.duration_s)}" if self.duration_s is not None else ""
-        return f"{self.codec} {self.width}x{self.height}, {self.fps:g} fps, {frames}{length}"
+        turned = f" (turned {self.rotation} degrees counter-clockwise to be upright)" if self.rotation else ""
+        return f"{self.codec} {self.width}x{self.height}{turned}, {self.fps:g} fps, {frames}{length}"
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             frame_count_exact=exact,
             duration_s=duration if duration is not None else (num_frames / fps if num_frames else None),
             size_bytes=size,
+            rotation=_display_rotation(path, container, stream),
         )
 
 
@@ -175,6 +185,34 @@ def check_complete(info: VideoInfo, decoded: int) -> None:
             f"{format_duration(decoded / info.fps)}) but the container {stated} {info.num_frames} frames "
             f"({format_duration(info.num_frames / info.fps)}): the file is truncated or corrupt"
         )
+
+
+def _display_rotation(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
+    """The counter-clockwise turn, in degrees, that shows the frames upright.
+
+    Read from the first frame's display-matrix side data (what FFmpeg applies when it
+    auto-rotates), else from an old-style ``rotate`` tag (clockwise degrees); a turn that is not
+    a multiple of 90 degrees is refused rather than stored crooked.
+    """
+    degrees = 0.0
+    try:
+        for frame in container.decode(stream):
+            degrees = float(frame.rotation or 0)
+            break
+    except av.error.FFmpegError:
+        return 0  # decoding problems are reported, with the frame, when the video is decoded
+    if not degrees and stream.metadata.get("rotate"):
+        try:
+            degrees = -float(stream.metadata["rotate"])
+        except ValueError:
+            raise DoraUserError(f"{path}: its rotate tag {stream.metadata['rotate']!r} is not a number") from None
+    quarter = round(degrees / 90)
+    if abs(degrees - 90 * quarter) > 1:
+        raise DoraUserError(
+            f"{path}: its display matrix turns the frames {degrees:g} degrees, not a multiple of 90; "
+            "re-encode it upright (ffmpeg applies the rotation when it re-encodes)"
+        )
+    return 90 * quarter % 360
 
 
 def _duration_seconds(stream: av.video.stream.VideoStream, container: av.container.InputContainer) -> float | None:

@@ -172,7 +172,7 @@ def _decode_from(task: SegmentTask, seek_to: int | None) -> SegmentOutcome:
                     if index % settings.keep_every == 0:
                         check_frame_size(info, frame, index)
                         timestamp = frame.time if frame.time is not None else index / info.fps
-                        image = frame_to_image(frame, size)
+                        image = frame_to_image(frame, size, info.rotation)
                         if blurrer is not None:
                             image = blurrer(image)
                         writer.add(
