@@ -193,3 +193,55 @@ def test_a_part_may_not_take_the_video_id_of_another_file(videos, synthetic_vide
     with pytest.raises(DoraUserError, match=r"frozen.mp4: its part 'frozen@2' has the video_id of another video"):
         prepare_dataset([videos["frozen"], other], tmp_path / "ds", OPTIONS, progress=False, log=None)
     assert not (tmp_path / "ds").exists()
+
+
+def still_scene_with_one_walker(stop_from: int | None = None) -> Callable[[int], np.ndarray]:
+    """Frames of a still camera on a textured square, a 60x40 walker crossing it 3 px a frame.
+
+    ``stop_from``: from that frame on, the stream repeats one picture (a frozen stream).
+    """
+    rng = np.random.default_rng(0)
+    scene = np.asarray(Image.fromarray((rng.random((36, 64, 3)) * 255).astype(np.uint8)).resize((640, 360), Image.BICUBIC))
+
+    def frame(i: int) -> np.ndarray:
+        i = min(i, stop_from) if stop_from is not None else i
+        picture = scene.copy()
+        x = 20 + 3 * i
+        picture[200:240, x : x + 60] = (200, 40, 40)
+        return picture
+
+    return frame
+
+
+def write_still_camera_video(path: Path, frame: Callable[[int], np.ndarray], frames: int = 200, fps: int = 10) -> Path:
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps))
+        stream.width, stream.height = 640, 360
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "23", "preset": "ultrafast"}
+        for i in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame(i), format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def test_a_still_camera_with_one_walker_is_not_frozen(tmp_path):
+    """20 s of a still scene with one 60x40 walker (like vtest.avi): every kept frame stays."""
+    video = write_still_camera_video(tmp_path / "square.mp4", still_scene_with_one_walker())
+    out = tmp_path / "square"
+    options = PrepareOptions(clip_step=10, frames_per_clip=2, short_side=360)
+    summary = prepare_dataset([video], out, options, progress=False, log=None)
+    info = json.loads((out / "prepare_info.json").read_text())
+    assert info["sources"][0]["left_out"] == []
+    assert summary.num_rows == 200 // summary.videos[0].keep_every
+
+
+def test_a_frozen_stream_behind_a_still_camera_is_still_found(tmp_path):
+    """The same scene whose stream repeats one picture for its last 8 s: that stretch is frozen."""
+    video = write_still_camera_video(tmp_path / "stuck.mp4", still_scene_with_one_walker(stop_from=120))
+    out = tmp_path / "stuck"
+    options = PrepareOptions(clip_step=10, frames_per_clip=2, short_side=360)
+    prepare_dataset([video], out, options, progress=False, log=None)
+    (stretch,) = json.loads((out / "prepare_info.json").read_text())["sources"][0]["left_out"]
+    assert stretch["kind"] == FROZEN
+    assert stretch["first_frame_index"] in range(120, 125) and stretch["last_frame_index"] >= 195

@@ -98,7 +98,13 @@ MOVED_NAMES: dict[tuple[str, str], str] = {
 
 # Names that moved above the module that had them: importing them from there is an error naming
 # the new place (the module must not import upwards, even lazily).
-RAISED: dict[tuple[str, str], str] = {(_LOOP, "pretrain"): "dora_hf.pretrain"}
+RAISED: dict[tuple[str, str], str] = {
+    (_LOOP, "pretrain"): "pretrain moved out of dora_hf.training.loop: from dora_hf.pretrain import pretrain",
+    ("dora_hf.data.integrity", "FROZEN_DIFFERENCE"): (
+        "FROZEN_DIFFERENCE (a mean change) is gone: frozen now means no pixel changes anywhere, "
+        "from dora_hf.prepare.blank_frozen import FROZEN_MAX_CHANGE"
+    ),
+}
 
 # (old module, old name) -> the name it has now.
 RENAMED: dict[tuple[str, str], str] = {
@@ -114,7 +120,7 @@ RENAMED: dict[tuple[str, str], str] = {
 def moved_attribute(module: str, name: str) -> Any:
     """A name that left `module` (a module's ``__getattr__`` calls this for names it no longer has)."""
     if (module, name) in RAISED:
-        raise ImportError(f"{name} moved out of {module}: from {RAISED[module, name]} import {name}")
+        raise ImportError(RAISED[module, name])
     target = MOVED_NAMES.get((module, name))
     if target is None:
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
@@ -135,6 +141,8 @@ class MovedModule(types.ModuleType):
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("__"):
             raise AttributeError(attr)
+        if (self.__name__, attr) in RAISED:
+            raise ImportError(RAISED[self.__name__, attr])
         attr = RENAMED.get((self.__name__, attr), attr)
         modules = [importlib.import_module(target) for target in self.__targets]
         holders = [m for m in modules if hasattr(m, attr)]
