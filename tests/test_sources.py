@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
-import threading
 import types
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,71 +15,10 @@ import pytest
 from dora_hf.cli import main
 from dora_hf.prepare.inputs import download, read_source_list, resolve_sources
 from dora_hf.errors import DoraUserError
+from video_server import VideoServer
 
 FAST = ["--clip-step", "6", "--keep-every", "2", "--frames-per-clip", "2", "--no-progress"]
 """prepare-data options that keep the synthetic videos quick to decode."""
-
-
-class VideoServer:
-    """A local HTTP server for test files: honours Range requests, answers 404 for unknown paths,
-    and can close the connection after a given number of bytes of a file (``cut``)."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.cut: dict[str, int] = {}
-        """Path -> bytes of the body sent before the connection is closed (the headers promise all)."""
-        self.ranges = True
-        """False: ignore Range headers and always send the whole file (200), as some servers do."""
-        self.requests: list[tuple[str, str | None]] = []
-        """(path, Range header) of every GET, in order."""
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                range_header = self.headers.get("Range")
-                server.requests.append((self.path, range_header))
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                start = 0
-                match = re.fullmatch(r"bytes=(\d+)-", range_header or "")
-                if match and server.ranges:
-                    start = int(match.group(1))
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.send_header("Accept-Ranges", "bytes")
-                self.end_headers()
-                end = server.cut.get(self.path, len(body))
-                self.wfile.write(body[start:end])
-                self.wfile.flush()
-                self.close_connection = True
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def serve(self, path: str, file: Path) -> str:
-        """Serve ``file``'s bytes at ``path``; returns its URL."""
-        self.files[path] = file.read_bytes()
-        return self.url + path
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -178,8 +114,9 @@ def test_connection_closed_mid_file_fails_clearly_then_resumes_with_a_range_requ
 
     err = prepare_error(capsys, argv)
     assert f"{url}: download incomplete: {size // 3} of {size} bytes" in err and "run again to resume" in err
-    (part,) = files_under(cache)
+    part, validators = files_under(cache)
     assert part.name == "venice.mp4.part" and part.stat().st_size == size // 3  # never named like a complete file
+    assert validators.name == "venice.mp4.part.json" and json.loads(validators.read_text())["total"] == size
     assert not out.exists()
 
     del server.cut["/tours/venice.mp4"]
@@ -205,14 +142,23 @@ def test_a_server_ignoring_ranges_restarts_the_file_and_a_complete_part_is_kept(
     assert server.requests[-1] == ("/rome.mp4", "bytes=1000-")
     assert not any("resuming" in line for line in logged)
 
-    # a .part already holding every byte: the server's 416 (range past the end) completes it
+    # a .part already holding every byte (stopped between the last byte and the rename): the
+    # server's 416 (range past the end) completes it
     server.ranges = True
     other = server.serve("/milan.mp4", video)
-    first = download(other, tmp_path / "b")
-    part = first.with_name(first.name + ".part")
-    first.rename(part)
+
+    def stopped(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("dora_hf.prepare.download.os.replace", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            download(other, tmp_path / "b")
+    (part,) = [p for p in files_under(tmp_path / "b") if p.suffix == ".part"]
+    assert part.read_bytes() == body
     assert download(other, tmp_path / "b").read_bytes() == body
     assert server.requests[-1] == ("/milan.mp4", f"bytes={len(body)}-") and not part.exists()
+    assert [p.name for p in files_under(tmp_path / "b")] == ["milan.mp4"]
 
 
 def test_clashing_video_ids_are_refused_before_any_download(server, video_factory, tmp_path, capsys):

@@ -30,7 +30,7 @@ MOVED: dict[str, tuple[str, ...]] = {
     "dora_hf.data.segments": ("dora_hf.prepare.parallel.segments",),
     "dora_hf.data.segment_decode": ("dora_hf.prepare.parallel.segment_decode",),
     "dora_hf.data.segment_store": ("dora_hf.prepare.parallel.segment_store",),
-    "dora_hf.data.sources": ("dora_hf.prepare.inputs",),
+    "dora_hf.data.sources": ("dora_hf.prepare.inputs", "dora_hf.prepare.download"),
     "dora_hf.data.video_source": ("dora_hf.prepare.video_decode",),
     "dora_hf.data.frame_images": ("dora_hf.prepare.frame_images",),
     "dora_hf.data.faces": ("dora_hf.prepare.faces",),

@@ -3,30 +3,24 @@
 A list file (``--source-list``) holds one path or URL per line; blank lines and ``#`` comments
 are skipped (the form of the Walking Tours ``WTour.txt``). URLs are downloaded once into a cache
 folder and decoded from there, because decoding needs a seekable local file (mp4 indexes are
-often at the end). A download is written to ``NAME.part`` and renamed to ``NAME`` only after its
-size matched the server's ``Content-Length``, so a file without ``.part`` is always complete; an
-interrupted ``.part`` is resumed with an HTTP range request on the next run. Links to video
-sites (YouTube, Vimeo, ...) serve a web page, not a file: they go through ``yt-dlp`` (the
-``download`` extra). Every video keeps its file name stem as ``video_id``; two inputs with the
+often at the end); `download` keeps one writer per cached file and calls a file complete only once
+it is verified. Links to video sites (YouTube, Vimeo, ...) serve a web page, not a file: they go
+through ``yt-dlp`` (the ``download`` extra). Every video keeps its file name stem as ``video_id``; two inputs with the
 same stem are refused before anything is downloaded.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
 import importlib
 import os
 import re
-import socket
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from ..errors import DoraUserError
+from .download import download, url_file_name
 
 VIDEO_SITES = (
     "youtube.com",
@@ -39,13 +33,6 @@ VIDEO_SITES = (
 )
 """Hosts (and their subdomains) whose links are web pages, downloaded with yt-dlp."""
 
-CHUNK_BYTES = 1 << 20
-"""Bytes read and written at a time while downloading."""
-
-TIMEOUT_S = 60.0
-"""Seconds without any data after which a download counts as failed (and can be resumed)."""
-
-USER_AGENT = "dora-hf prepare-data"
 
 
 @dataclass(frozen=True)
@@ -83,14 +70,6 @@ def is_video_site(url: str) -> bool:
     """True when the URL's host is one of :data:`VIDEO_SITES` or a subdomain of one."""
     host = (urlsplit(url).hostname or "").lower()
     return any(host == site or host.endswith("." + site) for site in VIDEO_SITES)
-
-
-def url_file_name(url: str) -> str:
-    """The last segment of the URL's path, which becomes the cached file's name (and the video_id's stem)."""
-    name = unquote(PurePosixPath(urlsplit(url).path).name)
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise DoraUserError(f"{url}: the URL names no file (its path must end in a file name such as venice.mp4)")
-    return name
 
 
 def default_download_dir() -> Path:
@@ -161,6 +140,7 @@ def resolve_videos(
     *,
     download_dir: str | Path | None = None,
     log: Callable[[str], None] = print,
+    progress: bool = False,
 ) -> list[ResolvedVideo]:
     """:func:`resolve_sources`, keeping each video's URL, which the dataset records as its source."""
     specs = [str(spec) for spec in inputs] + [spec for listed in source_lists for spec in read_source_list(listed)]
@@ -177,7 +157,7 @@ def resolve_videos(
         if source.needs_site_downloader:
             videos.append(ResolvedVideo(download_with_yt_dlp(source.spec, folder, log=log), source.spec))
         elif source.is_url:
-            videos.append(ResolvedVideo(download(source.spec, folder, log=log), source.spec))
+            videos.append(ResolvedVideo(download(source.spec, folder, log=log, progress=progress), source.spec))
         else:
             videos.append(ResolvedVideo(Path(source.spec).expanduser()))
     return videos
@@ -199,94 +179,6 @@ def check_unique_video_ids(sources: Sequence[Source]) -> None:
             f"{source.spec}: its video_id {video_id!r} (the file name stem) is also that of {previous.spec}; "
             "every video needs its own file name"
         )
-
-
-def cache_path(url: str, download_dir: Path) -> Path:
-    """Where ``url`` is cached: a folder per URL (so equal names from different hosts never mix), its file name."""
-    key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
-    return download_dir / key / url_file_name(url)
-
-
-def download(url: str, download_dir: str | Path, *, log: Callable[[str], None] = print) -> Path:
-    """Download ``url`` into the cache (resuming a ``.part`` left by an earlier run); return the complete file."""
-    target = cache_path(url, Path(download_dir))
-    if target.is_file():
-        log(f"{url}: cached at {target}")
-        return target
-    part = target.with_name(target.name + ".part")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        _fetch_into(url, part, log)
-    except DoraUserError:
-        _remove_if_empty(part)
-        raise
-    os.replace(part, target)
-    return target
-
-
-def _fetch_into(url: str, part: Path, log: Callable[[str], None]) -> None:
-    """Append the rest of ``url`` to ``part`` and check the total size; raise a DoraUserError naming the URL."""
-    offset = part.stat().st_size if part.is_file() else 0
-    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and offset and _range_total(err.headers.get("Content-Range")) == offset:
-            return  # the .part already holds the whole file
-        raise DoraUserError(f"{url}: download failed: HTTP {err.code} {err.reason}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-        reason = getattr(err, "reason", err)
-        raise DoraUserError(f"{url}: download failed: {reason}") from None
-    with response:
-        length = response.headers.get("Content-Length")
-        if offset and response.status == 206:
-            start = _range_start(response.headers.get("Content-Range"))
-            if start != offset:
-                raise DoraUserError(f"{url}: download failed: asked to resume at byte {offset}, the server sent byte {start}")
-            mode, done = "ab", offset
-            log(f"{url}: resuming at {offset} bytes")
-        else:
-            mode, done = "wb", 0  # a server without range support sends the whole file again
-        expected = done + int(length) if length is not None else None
-        log(f"{url}: downloading to {part.parent}" + (f" ({expected} bytes)" if expected is not None else ""))
-        try:
-            with part.open(mode) as sink:
-                while chunk := response.read(CHUNK_BYTES):
-                    sink.write(chunk)
-                    done += len(chunk)
-        except (OSError, http.client.HTTPException, socket.timeout) as err:
-            raise DoraUserError(
-                f"{url}: download failed after {done} of {expected if expected is not None else '?'} bytes "
-                f"({type(err).__name__}: {err}); run again to resume it"
-            ) from None
-    if expected is not None and done != expected:
-        raise DoraUserError(
-            f"{url}: download incomplete: {done} of {expected} bytes (the connection closed early); run again to resume it"
-        )
-
-
-def _range_start(content_range: str | None) -> int | None:
-    """The first byte of a ``Content-Range: bytes START-END/TOTAL`` header."""
-    match = re.match(r"bytes (\d+)-", content_range or "")
-    return int(match.group(1)) if match else None
-
-
-def _range_total(content_range: str | None) -> int | None:
-    """The TOTAL of a ``Content-Range`` header (a 416 answer carries ``bytes */TOTAL``)."""
-    match = re.search(r"/(\d+)$", content_range or "")
-    return int(match.group(1)) if match else None
-
-
-def _remove_if_empty(part: Path) -> None:
-    """Drop a ``.part`` that holds nothing (and its URL's folder if empty): only real progress is kept for resuming."""
-    if part.is_file() and part.stat().st_size == 0:
-        part.unlink()
-    folder = part.parent
-    if folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
 
 
 def download_with_yt_dlp(url: str, download_dir: str | Path, *, log: Callable[[str], None] = print) -> Path:

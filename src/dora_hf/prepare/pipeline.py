@@ -30,7 +30,7 @@ from . import faces
 from .blank_frozen import grey_thumbnail
 from .card import render_dataset_card, write_prepare_info
 from .frame_images import check_frame_size, encode_image, frame_to_image, stored_size
-from .inputs import resolve_videos
+from .inputs import ResolvedVideo, resolve_videos
 from .options import PrepareOptions
 from .plan import VideoPlan, check_unique_ids, plan_video
 from .rows import VideoRows
@@ -76,19 +76,35 @@ def prepare_dataset(
     # Claimed and checked before any video is downloaded or opened: a second prepare-data into the
     # same folder fails at once instead of downloading the same videos.
     with staged_folder(out_dir, overwrite, kind="dataset", command="prepare-data", log=say) as tmp_dir:
-        resolved = resolve_videos(videos, source_lists, download_dir=download_dir, log=say)
-        plans = [plan_video(probe_video(v.path), options) for v in resolved]
-        if not plans:
-            raise DoraUserError("no VIDEO given")
-        check_unique_ids(plans)
-        urls = [v.url for v in resolved]
-        summary = _write_dataset(plans, urls, options, out_dir, tmp_dir, progress, say, num_workers)
+        resolved = resolve_videos(videos, source_lists, download_dir=download_dir, log=say, progress=progress)
+        with _naming_downloads(resolved):
+            plans = [plan_video(probe_video(v.path), options) for v in resolved]
+            if not plans:
+                raise DoraUserError("no VIDEO given")
+            check_unique_ids(plans)
+            urls = [v.url for v in resolved]
+            summary = _write_dataset(plans, urls, options, out_dir, tmp_dir, progress, say, num_workers)
     say(
         f"wrote {summary.num_rows} frames in {len(summary.shards)} shard(s) to {out_dir} "
         f"({summary.decoded_frames} frames decoded in {summary.seconds:.1f} s: {summary.frames_per_second:.0f} frames/s"
         + (f", {num_workers} processes)" if num_workers > 1 else ")")
     )
     return summary
+
+
+@contextlib.contextmanager
+def _naming_downloads(resolved: Sequence[ResolvedVideo]) -> Iterator[None]:
+    """An error about a cached download names its URL and how to fetch it again (files cached by
+    an older dora-hf were not verified when they were downloaded)."""
+    try:
+        yield
+    except DoraUserError as err:
+        for video in resolved:
+            if video.url is not None and str(err).startswith(f"{video.path}:"):
+                raise DoraUserError(
+                    f"{err} [downloaded from {video.url}; delete {video.path} to download it again]"
+                ) from None
+        raise
 
 
 def _write_dataset(
