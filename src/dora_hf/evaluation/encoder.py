@@ -8,7 +8,9 @@ front with a message saying why, rather than failing inside a forward pass.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
 )
+from transformers.utils import logging as transformers_logging
 
 from ..errors import DoraUserError
 from ..modeling import DoraImageProcessor
@@ -69,14 +72,19 @@ class FrozenEncoder:
         return norm
 
 
-def load_encoder(name_or_path: str, revision: str | None = None, device: str | torch.device = "cpu") -> FrozenEncoder:
-    """Load `AutoModel` and its image processor, checking that it is a ViT-style encoder."""
+def load_encoder(
+    name_or_path: str, revision: str | None = None, device: str | torch.device = "cpu", progress: bool = True
+) -> FrozenEncoder:
+    """Load `AutoModel` and its image processor, checking that it is a ViT-style encoder with all its
+    weights; `progress` False also hides transformers' weight-loading bar."""
     config = _load_config(name_or_path, revision)
     _check_vit_like(name_or_path, config)
     try:
-        model = AutoModel.from_pretrained(name_or_path, revision=revision)
+        with _quiet_loading_report(progress):  # missing weights are refused below, in one line
+            model, loading = AutoModel.from_pretrained(name_or_path, revision=revision, output_loading_info=True)
     except (OSError, ValueError, KeyError) as err:
         raise DoraUserError(f"{name_or_path}: could not load the model weights ({_first_line(err)})") from err
+    _check_complete_weights(name_or_path, type(model).__name__, loading)
     if not hasattr(model, "embeddings"):
         raise DoraUserError(
             f"{name_or_path}: {type(model).__name__} is not a ViT-style encoder (no patch embeddings); "
@@ -89,6 +97,50 @@ def load_encoder(name_or_path: str, revision: str | None = None, device: str | t
         processor=_load_processor(name_or_path, revision, config),
         name=str(name_or_path),
         revision=_model_revision(name_or_path, config),
+    )
+
+
+@contextlib.contextmanager
+def _quiet_loading_report(progress: bool) -> Iterator[None]:
+    """transformers' own table of missing and unexpected weights silenced while loading (and its
+    progress bar, unless `progress`)."""
+    previous = transformers_logging.get_verbosity()
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.set_verbosity_error()
+    if not progress:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(previous)
+        if bars:
+            transformers_logging.enable_progress_bar()
+
+
+UNUSED_WEIGHTS = ("pooler.",)
+"""Weights evaluation never uses: a folder may lack them (a ViT saved without its pooler)."""
+
+
+def _check_complete_weights(name_or_path: str, class_name: str, loading: dict) -> None:
+    """Refuse a model that loaded with weights missing or of the wrong shape, as `export` does.
+
+    transformers only warns and initialises them at random, and evaluation would then score a
+    network with a random block and write results fit for a model card. Extra weights are fine:
+    a DoRA pretraining folder holds its heads, which the encoder does not use.
+    """
+    missing = [k for k in loading.get("missing_keys") or [] if not str(k).startswith(UNUSED_WEIGHTS)]
+    mismatched = [str(k[0] if isinstance(k, (tuple, list)) else k) for k in loading.get("mismatched_keys") or []]
+    if not missing and not mismatched:
+        return
+    problems = []
+    for kind, keys in (("missing", missing), ("of another shape", mismatched)):
+        if keys:
+            keys = sorted(map(str, keys))
+            shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            problems.append(f"{len(keys)} weight(s) {kind}: {shown}")
+    raise DoraUserError(
+        f"{name_or_path}: does not load as {class_name} without changes ({'; '.join(problems)}); "
+        "refusing to evaluate a network with randomly initialised weights"
     )
 
 

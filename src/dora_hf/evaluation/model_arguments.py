@@ -27,4 +27,4 @@ def encoder_from_args(args: argparse.Namespace) -> FrozenEncoder:
     from .encoder import load_encoder
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_encoder(args.model, revision=args.model_revision, device=device)
+    return load_encoder(args.model, revision=args.model_revision, device=device, progress=not args.no_progress)
