@@ -33,6 +33,7 @@ RUN_CLI = textwrap.dedent(
 
 HELP_CASES = [
     [], *([name] for name in SUBCOMMANDS), ["eval", "knn"], ["eval", "linear"], ["eval", "davis"], ["eval", "discovery"],
+    ["eval", "corloc"], ["eval", "segmentation"],
 ]
 
 # An option each subcommand's help must show: proof that its arguments were really added.

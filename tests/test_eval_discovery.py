@@ -277,11 +277,15 @@ def test_eval_discovery_runs_a_tiny_dora_end_to_end(squares_video, tmp_path, cap
 
 
 def test_invalid_settings_are_user_errors(squares_video, tmp_path, capsys) -> None:
-    argv = ["eval", "discovery", str(squares_video[0]), "--model", "unused", "--clip-frames", "1"]
-    assert cli_main(argv) == 2
-    assert "invalid discovery settings" in capsys.readouterr().err
-    for bad, message in ((["--side", "-1"], "invalid discovery settings"), (["--start", "-3"], "--start -3: must be 0 or more")):
-        assert cli_main(["eval", "discovery", str(squares_video[0]), "--model", "unused", *bad]) == 2
+    """Each impossible value is named by its flag, while the arguments are parsed (before loading)."""
+    for bad, message in (
+        (["--clip-frames", "1"], "argument --clip-frames: must be at least 2, got 1"),
+        (["--side", "-1"], "argument --side: must be at least 0, got -1"),
+        (["--start", "-3"], "argument --start: must be at least 0, got -3"),
+    ):
+        with pytest.raises(SystemExit) as stop:
+            cli_main(["eval", "discovery", str(squares_video[0]), "--model", "unused", *bad])
+        assert stop.value.code == 2
         assert message in capsys.readouterr().err
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tomllib
 
-from dora_hf.evaluation.metric_modules import JACCARD_F, METRICS_DIR, TOPK_ACCURACY, load_metric, metric_path
+from dora_hf.evaluation.metric_modules import JACCARD_F, MEAN_IOU, METRICS_DIR, TOPK_ACCURACY, load_metric, metric_path
 from dora_hf.evaluation.davis.region_boundary import (
     boundary_f,
     boundary_map,
@@ -149,8 +149,8 @@ def test_metric_modules_ship_as_package_data():
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["dora_hf"]
     package = METRICS_DIR.parents[1]
     shipped = {p for pattern in patterns for p in package.glob(pattern)}
-    for name in (JACCARD_F, TOPK_ACCURACY):
+    for name in (JACCARD_F, MEAN_IOU, TOPK_ACCURACY):
         assert metric_path(name) / f"{name}.py" in shipped
         assert metric_path(name) / "README.md" in shipped
-    with pytest.raises(ValueError, match="shipped: jaccard_f, topk_accuracy"):
+    with pytest.raises(ValueError, match="shipped: jaccard_f, mean_iou, topk_accuracy"):
         metric_path("accuracy")

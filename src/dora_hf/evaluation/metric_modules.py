@@ -19,6 +19,8 @@ JACCARD_F = "jaccard_f"
 """DAVIS J&F of video object segmentation."""
 TOPK_ACCURACY = "topk_accuracy"
 """Top-1/top-5 accuracy of ranked class predictions (k-NN and linear probe)."""
+MEAN_IOU = "mean_iou"
+"""Mean IoU, mean and overall pixel accuracy of semantic segmentation (`evaluate`'s module, copied)."""
 
 
 def metric_path(name: str) -> Path:

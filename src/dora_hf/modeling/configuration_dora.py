@@ -74,6 +74,16 @@ class DoraConfig(BackboneConfigMixin, PreTrainedConfig):
         classifier_pooling (`str`, *optional*, defaults to `"cls_mean"`): what `DoraForImageClassification`'s
             linear layer reads: `"cls_mean"` is the [CLS] token and the mean patch token concatenated
             (DINOv2's head), `"cls"` the [CLS] token alone (DoRA's image feature, DINO's linear probe).
+        add_fpn (`bool`, *optional*, defaults to `False`): `DoraBackbone` brings its four feature maps to
+            four scales with BEiT's multi-scale neck (`fpn1`: two 2x transposed convolutions with a
+            BatchNorm and a GELU between them, `fpn2`: one 2x transposed convolution, `fpn3`: the
+            identity, `fpn4`: a 2x max-pool), strides 4, 8, 16 and 32 for 16-pixel patches, as
+            UperNet expects of a pyramid. Needs exactly four `out_features` and
+            `reshape_hidden_states=True`. The name, modules and layout are those of transformers'
+            `BeitConfig.add_fpn` / `BeitBackbone` (4.x) and of iBOT's segmentation backbone
+            (bytedance/ibot, `evaluation/semantic_segmentation/mmcv_custom/register_backbone.py`).
+        batch_norm_eps (`float`, *optional*, defaults to 1e-5): epsilon of the neck's BatchNorm
+            (PyTorch's default, which iBOT's `SyncBatchNorm` and BEiT use).
         out_features (`list[str]`, *optional*): stages `DoraBackbone` returns, among `stage_names`
             (`"stem"`, the embeddings, then `"stage1"` ... `"stageN"`, the blocks' outputs).
         out_indices (`list[int]`, *optional*): the same stages by index into `stage_names`.
@@ -113,6 +123,8 @@ class DoraConfig(BackboneConfigMixin, PreTrainedConfig):
     apply_layernorm: bool
     reshape_hidden_states: bool
     classifier_pooling: str
+    add_fpn: bool
+    batch_norm_eps: float | int
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 
@@ -147,6 +159,8 @@ class DoraConfig(BackboneConfigMixin, PreTrainedConfig):
         apply_layernorm: bool = True,
         reshape_hidden_states: bool = True,
         classifier_pooling: str = "cls_mean",
+        add_fpn: bool = False,
+        batch_norm_eps: float = 1e-5,
         **kwargs,
     ):
         self.hidden_size = hidden_size
@@ -178,6 +192,8 @@ class DoraConfig(BackboneConfigMixin, PreTrainedConfig):
         self.apply_layernorm = apply_layernorm
         self.reshape_hidden_states = reshape_hidden_states
         self.classifier_pooling = classifier_pooling
+        self.add_fpn = add_fpn
+        self.batch_norm_eps = batch_norm_eps
         # Derived from the depth, never read back from a saved file (`stage_names` is written there).
         kwargs.pop("stage_names", None)
         self.stage_names = ["stem"] + [f"stage{index}" for index in range(1, num_hidden_layers + 1)]
@@ -242,6 +258,20 @@ class DoraConfig(BackboneConfigMixin, PreTrainedConfig):
                 raise ValueError(f"DoraConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.tracker_layer == "second_last" and self.num_hidden_layers < 2:
             raise ValueError("DoraConfig.tracker_layer='second_last' needs num_hidden_layers >= 2")
+        if not self.batch_norm_eps > 0:
+            raise ValueError(f"DoraConfig.batch_norm_eps must be > 0, got {self.batch_norm_eps!r}")
+        if self.add_fpn:
+            self._check_fpn()
+
+    def _check_fpn(self) -> None:
+        """The neck maps four stages to four scales, from NCHW maps (BEiT asks the same)."""
+        if len(self.out_features) != 4:
+            raise ValueError(
+                f"DoraConfig.add_fpn needs exactly 4 out_features (one per scale), got {self.out_features}; "
+                "iBOT and BEiT use out_indices=[4, 6, 8, 12] for a 12-block ViT"
+            )
+        if not self.reshape_hidden_states:
+            raise ValueError("DoraConfig.add_fpn needs reshape_hidden_states=True: the neck works on NCHW maps")
 
     @property
     def tracker_layer_index(self) -> int:

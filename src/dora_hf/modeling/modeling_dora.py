@@ -422,19 +422,27 @@ class DoraPreTrainedModel(PreTrainedModel):
         "hidden_states": DoraLayer,
         "attentions": DoraAttention,
     }
-    # Heads of the other DoRA classes, left out on purpose when one class loads another's folder.
-    _keys_to_ignore_on_load_unexpected = [r"^projection_head\.", r"^classifier\."]
+    # Heads of the other DoRA classes (and `DoraBackbone`'s neck), left out on purpose when one class
+    # loads another's folder.
+    _keys_to_ignore_on_load_unexpected = [r"^projection_head\.", r"^classifier\.", r"^fpn\d\."]
 
     def _init_weights(self, module: nn.Module) -> None:
-        """DINO's initialisation: truncated normal (std 0.02) linears and embeddings, unit LayerNorms."""
+        """DINO's initialisation: truncated normal (std 0.02) linears and embeddings, unit LayerNorms;
+        the neck's (`add_fpn`) transposed convolutions as the convolutions, its BatchNorm at unit scale."""
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
             init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):  # the backbone's neck (`add_fpn`)
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            init.zeros_(module.running_mean)
+            init.ones_(module.running_var)
+            init.zeros_(module.num_batches_tracked)
         elif isinstance(module, DoraEmbeddings):
             init.trunc_normal_(module.position_embeddings, std=std)
             init.trunc_normal_(module.cls_token, std=std)
@@ -662,6 +670,13 @@ class DoraBackbone(BackboneMixin, DoraPreTrainedModel):
     [CLS] token (`config.reshape_hidden_states`). The position embeddings are resampled for any
     input size (a multiple of the patch size), as dense tasks train on other crops. It loads the
     weights of any saved DoRA folder.
+
+    A plain ViT gives every map at the patch stride; `config.add_fpn` adds BEiT's multi-scale neck,
+    which brings the four chosen maps to 4x, 2x, 1x and 1/2x the patch grid (strides 4, 8, 16 and
+    32 for 16-pixel patches), the pyramid UperNet is built for. Its modules and their weight names
+    (`fpn1.0`, `fpn1.1`, `fpn1.3`, `fpn2.0`) are those of transformers' `BeitBackbone` (4.x) and of
+    iBOT's segmentation ViT (bytedance/ibot, `evaluation/semantic_segmentation/mmcv_custom/
+    register_backbone.py`, `with_fpn=True`, patch size 16).
     """
 
     def __init__(self, config: DoraConfig):
@@ -670,6 +685,18 @@ class DoraBackbone(BackboneMixin, DoraPreTrainedModel):
         self.embeddings = DoraEmbeddings(config)
         self.encoder = DoraEncoder(config)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        if config.add_fpn:
+            config._check_fpn()  # again: `out_features` may have been set after the configuration was made
+            width = config.hidden_size
+            self.fpn1 = nn.Sequential(
+                nn.ConvTranspose2d(width, width, kernel_size=2, stride=2),
+                nn.BatchNorm2d(width, eps=config.batch_norm_eps),
+                nn.GELU(),
+                nn.ConvTranspose2d(width, width, kernel_size=2, stride=2),
+            )
+            self.fpn2 = nn.Sequential(nn.ConvTranspose2d(width, width, kernel_size=2, stride=2))
+            self.fpn3 = nn.Identity()
+            self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2)
         self.post_init()
 
     def get_input_embeddings(self) -> DoraPatchEmbeddings:
@@ -689,7 +716,8 @@ class DoraBackbone(BackboneMixin, DoraPreTrainedModel):
         pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
             Normalised images; height and width multiples of `config.patch_size`.
 
-        Returns a `BackboneOutput` whose `feature_maps` hold one map per stage of `out_features`.
+        Returns a `BackboneOutput` whose `feature_maps` hold one map per stage of `out_features`
+        (with `config.add_fpn`: at 4x, 2x, 1x and 1/2x the patch grid).
         """
         check_forward_kwargs(self, kwargs)
         pixel_values = _prepare_pixel_values(self, pixel_values)
@@ -704,6 +732,9 @@ class DoraBackbone(BackboneMixin, DoraPreTrainedModel):
                 if self.config.reshape_hidden_states:
                     hidden_state = hidden_state[:, 1:].reshape(batch, *grid, -1).permute(0, 3, 1, 2).contiguous()
                 feature_maps += (hidden_state,)
+        if self.config.add_fpn:
+            scales = (self.fpn1, self.fpn2, self.fpn3, self.fpn4)
+            feature_maps = tuple(scale(feature_map) for scale, feature_map in zip(scales, feature_maps))
         return BackboneOutput(
             feature_maps=feature_maps, hidden_states=output.hidden_states, attentions=output.attentions
         )

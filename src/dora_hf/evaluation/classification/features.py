@@ -46,9 +46,14 @@ class FeatureSet:
 
     def relabelled(self, class_names: list[str]) -> FeatureSet:
         """The same examples with labels indexing another class list; unknown classes become -1."""
-        position = {name: i for i, name in enumerate(class_names)}
-        mapping = torch.tensor([position.get(name, -1) for name in self.class_names], dtype=torch.long)
-        return FeatureSet(self.features, mapping[self.labels], list(class_names))
+        return FeatureSet(self.features, relabel(self.labels, self.class_names, class_names), list(class_names))
+
+
+def relabel(labels: torch.Tensor, names: list[str], class_names: list[str]) -> torch.Tensor:
+    """``labels`` indexing ``names`` turned into indices of ``class_names``; unknown classes become -1."""
+    position = {name: i for i, name in enumerate(class_names)}
+    mapping = torch.tensor([position.get(name, -1) for name in names], dtype=torch.long)
+    return mapping[labels]
 
 
 def default_cache_dir() -> Path:
@@ -57,19 +62,24 @@ def default_cache_dir() -> Path:
     return Path(root) / "features"
 
 
-def image_features(backbone: FrozenEncoder, pixel_values: torch.Tensor, n_last_blocks: int = 1) -> torch.Tensor:
+def image_features(
+    backbone: FrozenEncoder, pixel_values: torch.Tensor, n_last_blocks: int = 1, interpolate_pos_encoding: bool = False
+) -> torch.Tensor:
     """`(B, D * n_last_blocks)` [CLS] features after the final LayerNorm.
 
     ``n_last_blocks=1`` is the image feature of k-NN evaluation; DINO's linear evaluation of
-    ViT-S concatenates the normalised [CLS] tokens of the last 4 blocks. The [CLS] token is read
-    from ``last_hidden_state`` rather than ``pooler_output``, which transformers' ViT replaces
-    by a trained dense+tanh pooler.
+    ViT-S concatenates the normalised [CLS] tokens of the last 4 blocks (its
+    ``get_intermediate_layers``). The [CLS] token is read from ``last_hidden_state`` rather than
+    ``pooler_output``, which transformers' ViT replaces by a trained dense+tanh pooler.
+    ``interpolate_pos_encoding`` resamples the position embeddings for images of another size
+    than the model's (passed only when set: not every ViT-style model takes it).
     """
     model = backbone.model
     pixel_values = pixel_values.to(backbone.device)
+    resample = {"interpolate_pos_encoding": True} if interpolate_pos_encoding else {}
     if n_last_blocks == 1:
-        return model(pixel_values=pixel_values).last_hidden_state[:, 0]
-    output = model(pixel_values=pixel_values, output_hidden_states=True)
+        return model(pixel_values=pixel_values, **resample).last_hidden_state[:, 0]
+    output = model(pixel_values=pixel_values, output_hidden_states=True, **resample)
     blocks = output.hidden_states[1:]  # the embeddings come first
     if n_last_blocks > len(blocks):
         raise DoraUserError(f"--n-last-blocks {n_last_blocks}: the model has only {len(blocks)} blocks")
@@ -101,7 +111,7 @@ def extract_features(
         bar.close()
     if not chunks:
         raise DoraUserError(f"{split.describe()}: the split is empty")
-    labels, class_names = _encode_labels(raw_labels, split)
+    labels, class_names = encode_labels(raw_labels, split)
     return FeatureSet(torch.cat(chunks), labels, class_names)
 
 
@@ -179,7 +189,7 @@ def read_feature_file(path: Path) -> FeatureSet:
         )
 
 
-def _encode_labels(values: list, split: ImageSplit) -> tuple[torch.Tensor, list[str]]:
+def encode_labels(values: list, split: ImageSplit) -> tuple[torch.Tensor, list[str]]:
     """Integer labels and their class names, from a `ClassLabel`, int or str label column."""
     if any(value is None or value == -1 for value in values):
         raise DoraUserError(

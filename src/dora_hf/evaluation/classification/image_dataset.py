@@ -57,15 +57,7 @@ def open_image_split(
     """
     builder = _builder(dataset, config, data_dir, revision, cache_dir)
     available = available_splits(builder)
-    if split is None:
-        split = default_eval_split(available)
-        if split is None:
-            raise DoraUserError(
-                f"dataset {dataset}: no validation or test split to evaluate on; name one with --split "
-                f"(available: {', '.join(available) or 'none found'})"
-            )
-    if available and split not in available:
-        raise DoraUserError(f"dataset {dataset}: no split {split!r}; available splits: {', '.join(available)}")
+    split = choose_split(dataset, split, available)
     try:
         if streaming:
             rows = builder.as_streaming_dataset(split=split)
@@ -135,6 +127,20 @@ def class_folders(builder: datasets.DatasetBuilder) -> set[str] | None:
     files = [PurePosixPath(str(f).replace("\\", "/")) for split_files in data_files.values() for f in split_files]
     extensions = {e.lower() for e in getattr(builder, "EXTENSIONS", [])}
     return {f.parent.name for f in files if not extensions or f.suffix.lower() in extensions}
+
+
+def choose_split(dataset: str, split: str | None, available: list[str]) -> str:
+    """`split` if the dataset has it; None picks the evaluation split (validation, else test)."""
+    if split is None:
+        split = default_eval_split(available)
+        if split is None:
+            raise DoraUserError(
+                f"dataset {dataset}: no validation or test split to evaluate on; name one with --split "
+                f"(available: {', '.join(available) or 'none found'})"
+            )
+    if available and split not in available:
+        raise DoraUserError(f"dataset {dataset}: no split {split!r}; available splits: {', '.join(available)}")
+    return split
 
 
 def default_eval_split(splits: Iterable[str]) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..._arguments import at_least, non_negative_float
 from ...errors import DoraUserError
 from ..model_arguments import add_model_arguments, encoder_from_args
 from ..protocols import (
@@ -23,34 +24,34 @@ def add_discovery_parser(tasks: argparse._SubParsersAction) -> None:
     discovery.add_argument("video", metavar="VIDEO", help="a static-camera video file")
     add_model_arguments(discovery)
     defaults = DiscoverySettings()
-    discovery.add_argument("--clip-frames", type=int, default=defaults.clip_frames, help="frames per clip (default: 8)")
+    discovery.add_argument("--clip-frames", type=at_least(2), default=defaults.clip_frames, help="frames per clip (default: 8)")
     discovery.add_argument(
-        "--clip-step", type=int, default=defaults.clip_step, help="a clip starts every N sampled frames (default: 8)"
+        "--clip-step", type=at_least(1), default=defaults.clip_step, help="a clip starts every N sampled frames (default: 8)"
     )
-    discovery.add_argument("--frame-step", type=int, default=1, help="take every N-th frame of the video (default: 1)")
+    discovery.add_argument("--frame-step", type=at_least(1), default=1, help="take every N-th frame of the video (default: 1)")
     discovery.add_argument(
-        "--start", type=int, default=0, help="first video frame read, e.g. to score only frames held out of training"
+        "--start", type=at_least(0), default=0, help="first video frame read, e.g. to score only frames held out of training"
     )
-    discovery.add_argument("--max-clips", type=int, default=defaults.max_clips, help="at most N clips, 0 = all (default: 32)")
+    discovery.add_argument("--max-clips", type=at_least(0), default=defaults.max_clips, help="at most N clips, 0 = all (default: 32)")
     discovery.add_argument(
-        "--window", type=int, default=defaults.window,
+        "--window", type=at_least(3), default=defaults.window,
         help="sampled frames whose per-pixel median is the background (default: 31)",
     )
     discovery.add_argument(
-        "--threshold", type=float, default=defaults.threshold,
+        "--threshold", type=non_negative_float, default=defaults.threshold,
         help="channel difference (0-255) from the median above which a pixel moves (default: 25)",
     )
-    discovery.add_argument("--opening", type=int, default=defaults.opening, help="opening radius in pixels (default: 1)")
-    discovery.add_argument("--closing", type=int, default=defaults.closing, help="closing radius in pixels (default: 2)")
+    discovery.add_argument("--opening", type=at_least(0), default=defaults.opening, help="opening radius in pixels (default: 1)")
+    discovery.add_argument("--closing", type=at_least(0), default=defaults.closing, help="closing radius in pixels (default: 2)")
     discovery.add_argument(
-        "--side", type=int, default=defaults.side,
+        "--side", type=at_least(0), default=defaults.side,
         help="short side the frames are downscaled to for the foreground and scores, 0 = as decoded (default: 224)",
     )
     discovery.add_argument(
-        "--size", type=int, default=None, help="side of the centre crop the model sees (default: its image size)"
+        "--size", type=at_least(1), default=None, help="side of the centre crop the model sees (default: its image size)"
     )
     discovery.add_argument(
-        "--objects", type=int, default=None, help="objects to discover (default: the model's num_objects, else 3)"
+        "--objects", type=at_least(1), default=None, help="objects to discover (default: the model's num_objects, else 3)"
     )
     discovery.add_argument("--seed", type=int, default=0, help="heads drawn per clip and the random baseline")
     add_output_arguments(discovery, "eval-discovery.json")

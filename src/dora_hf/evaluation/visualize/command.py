@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..._arguments import at_least, positive_float
 from ...errors import DoraUserError
 
 # The drawing itself (torch, transformers, numpy) is imported by the functions that do it, so
@@ -120,24 +121,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="VIDEO_OR_FRAMES", help="a video file or a folder of frame images")
     parser.add_argument("--model", required=True, help="model folder or hub id (DoRA or a ViT-style encoder)")
     parser.add_argument("--out", required=True, type=Path, help="FILE.gif (animation) or FILE.png (grid)")
-    parser.add_argument("--num-frames", type=int, default=16, help="frames to track through (default: 16)")
-    parser.add_argument("--step", type=int, default=2, help="take every N-th frame of the source (default: 2)")
-    parser.add_argument("--start", type=int, default=0, help="index of the first frame (default: 0)")
+    parser.add_argument("--num-frames", type=at_least(1), default=16, help="frames to track through (default: 16)")
+    parser.add_argument("--step", type=at_least(1), default=2, help="take every N-th frame of the source (default: 2)")
+    parser.add_argument("--start", type=at_least(0), default=0, help="index of the first frame (default: 0)")
     parser.add_argument(
-        "--size", type=int, default=None,
+        "--size", type=at_least(1), default=None,
         help="side the centre-cropped frames are resized to (default: the model's image size; larger gives finer masks)",
     )
     parser.add_argument(
-        "--objects", type=int, default=None, help="objects to discover (default: the model's num_objects, else 3)"
+        "--objects", type=at_least(1), default=None, help="objects to discover (default: the model's num_objects, else 3)"
     )
     parser.add_argument(
-        "--heads", type=int, nargs="+", default=None,
+        "--heads", type=at_least(0), nargs="+", default=None,
         help="the attention heads that discover the objects (default: drawn with --seed)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--attention", action="store_true", help="also draw each head's [CLS] attention map")
-    parser.add_argument("--fps", type=float, default=4.0, help="GIF frame rate (default: 4)")
-    parser.add_argument("--display-size", type=int, default=256, help="side of each picture in the output (default: 256)")
+    parser.add_argument("--fps", type=positive_float, default=4.0, help="GIF frame rate (default: 4)")
+    parser.add_argument("--display-size", type=at_least(16), default=256, help="side of each picture in the output (default: 256)")
     parser.add_argument("--model-revision", default=None)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
 
