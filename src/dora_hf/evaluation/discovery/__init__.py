@@ -1,7 +1,8 @@
-"""Object discovery without labels on a static-camera video.
+"""Object discovery: without labels on a static-camera video, and against known objects.
 
 `scoring` (the moving foreground and the figures that score tracked objects against it), `video`
-(a model's tracker run over a video's clips and scored); the command is `dora-hf eval discovery`.
+(a model's tracker run over a video's clips and scored), `known_objects` (scores against
+ground-truth instance maps, e.g. the controlled tour's); the command is `dora-hf eval discovery`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,12 @@ from ..._lazy import lazy_names
 
 # Imported on first use: `dora-hf eval --help` imports this package without torch.
 _EXPORTS = {
+    "KnownObjectScores": ".known_objects",
+    "box_corloc": ".known_objects",
+    "found_share": ".known_objects",
+    "identity_share": ".known_objects",
+    "match_objects": ".known_objects",
+    "score_known_objects": ".known_objects",
     "ForegroundReference": ".scoring",
     "METRIC_NAMES": ".scoring",
     "Tracker": ".scoring",
