@@ -5,6 +5,7 @@
     accelerate launch --config_file training_scripts/accelerate_configs/8gpu.yaml training_scripts/pretrain.py \\
         --config training_scripts/configs/vits16_wt_venice.yaml --dataset me/walking-tours-venice
     accelerate launch --multi_gpu --num_processes 2 training_scripts/pretrain.py --config ... --cpu
+    sbatch training_scripts/slurm/pretrain.sbatch --config ...      # several nodes: one launch per node
 
 Every recipe key can be overridden (`--batch_size_per_device 8`, `--set model.drop_path_rate=0.2`);
 an unknown key is an error listing the valid ones. The training itself is `dora_hf.training`.

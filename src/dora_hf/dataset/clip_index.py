@@ -26,7 +26,7 @@ functions below.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,6 +165,20 @@ class ClipIndex:
         kept_start = np.minimum(source_start // keep_every, last_start)
         rows = first_row[:, None] + kept_start[:, None] + step_rows[:, None] * np.arange(self.frames_per_clip)
         return video, rows
+
+    def in_order(self, video_ids: Sequence[str]) -> ClipIndex:
+        """The same clips numbered with the videos in the order of ``video_ids`` (each video's rows stay
+        where they are): several datasets read as one number their clips in list order (`combined`)."""
+        by_id = {v.video_id: v for v in self.videos}
+        if sorted(by_id) != sorted(video_ids):
+            missing = sorted(set(video_ids) - set(by_id))[:3]
+            extra = sorted(set(by_id) - set(video_ids))[:3]
+            raise DoraUserError(
+                "the videos of the shards differ from those prepare_info.json records "
+                f"(recorded but not stored: {missing or 'none'}; stored but not recorded: {extra or 'none'}): "
+                "prepare the dataset again"
+            )
+        return ClipIndex(tuple(by_id[v] for v in video_ids), self.frames_per_clip, self.clip_step)
 
     @classmethod
     def from_columns(

@@ -15,6 +15,19 @@ from ..errors import DoraUserError
 INFO_FILE = "prepare_info.json"
 
 
+def looks_local(source: str | Path) -> bool:
+    """A Path, an existing path, or anything that cannot be a hub ``owner/name`` id is local."""
+    if isinstance(source, Path):
+        return True
+    text = str(source)
+    return (
+        Path(text).expanduser().exists()
+        or text.startswith((".", "/", "~"))
+        or text.count("/") != 1
+        or "\\" in text
+    )
+
+
 def read_prepare_info(source: str | Path, revision: str | None = None) -> dict:
     """`prepare_info.json` of a local prepared folder or a hub dataset repo."""
     info = find_prepare_info(source, revision)

@@ -251,26 +251,46 @@ def verify_folder(folder: Path, files: Iterable[str] | None = None, *, checksums
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``dora-hf verify-data``."""
-    parser.add_argument("folder", type=Path, metavar="DIR", help="a `dora-hf prepare-data` dataset folder")
+    parser.add_argument(
+        "folders", type=Path, nargs="+", metavar="DIR",
+        help="a `dora-hf prepare-data` dataset folder; several (the parts of a split preparation, or datasets "
+        "trained on together) are also checked against each other",
+    )
     parser.add_argument(
         "--no-checksums", action="store_true", help="compare names, sizes and row counts only (what training checks)"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point of ``dora-hf verify-data``: exit 0 when every shard matches the manifest."""
-    folder = Path(os.path.abspath(args.folder.expanduser()))
-    if not folder.is_dir():
-        raise DoraUserError(f"prepared dataset folder not found: {folder}")
-    if not (folder / INFO_FILE).is_file():
-        raise DoraUserError(f"{folder} has no {INFO_FILE}: there is no manifest to verify it against")
-    if local_manifest(folder) is None:
-        raise DoraUserError(f"{folder}/{INFO_FILE} lists no shards: there is no manifest to verify it against")
-    report = verify_folder(folder, checksums=not args.no_checksums)
-    checked = "names, sizes, rows and sha256" if report.hashed else "names, sizes and rows"
-    size = f"{report.size_bytes / 1e9:.2f} GB" if report.size_bytes >= 1e9 else f"{report.size_bytes / 1e6:.1f} MB"
-    print(
-        f"{folder}: {report.shards} shard(s), {report.rows} rows, {size} match the manifest ({checked}; "
-        f"{report.seconds:.1f} s)"
-    )
+    """Entry point of ``dora-hf verify-data``: exit 0 when every shard matches the manifest.
+
+    With several folders, each is verified, then they are checked as training would read them
+    together (`combined`): the same frame settings, no video in two of them, a split's parts all there.
+    """
+    folders = [Path(os.path.abspath(folder.expanduser())) for folder in args.folders]
+    for folder in folders:  # every folder is found and has a manifest before any shard is read
+        if not folder.is_dir():
+            raise DoraUserError(f"prepared dataset folder not found: {folder}")
+        if not (folder / INFO_FILE).is_file():
+            raise DoraUserError(f"{folder} has no {INFO_FILE}: there is no manifest to verify it against")
+        if local_manifest(folder) is None:
+            raise DoraUserError(f"{folder}/{INFO_FILE} lists no shards: there is no manifest to verify it against")
+    dataset_set = None
+    if len(folders) > 1:
+        from .combined import open_dataset_set
+
+        dataset_set = open_dataset_set(folders)
+    for folder in folders:
+        report = verify_folder(folder, checksums=not args.no_checksums)
+        checked = "names, sizes, rows and sha256" if report.hashed else "names, sizes and rows"
+        size = f"{report.size_bytes / 1e9:.2f} GB" if report.size_bytes >= 1e9 else f"{report.size_bytes / 1e6:.1f} MB"
+        print(
+            f"{folder}: {report.shards} shard(s), {report.rows} rows, {size} match the manifest ({checked}; "
+            f"{report.seconds:.1f} s)"
+        )
+    if dataset_set is not None:
+        print(
+            f"{dataset_set.describe()}: read as one dataset of {len(dataset_set.video_order)} videos "
+            "(same frame settings, no video in two of them, every part of a split there)"
+        )
     return 0

@@ -9,6 +9,11 @@ and :class:`EpochClipSampler` deals each epoch's seeded permutation of them to r
 ``torch.utils.data.DistributedSampler(drop_last=True)`` would: every rank gets the same number of
 clips, no clip goes to two ranks, and the DataLoader hands batches to its workers in turn, so
 every worker is busy whatever the number of shards.
+
+Several datasets (the parts of a split preparation, or any with the same frame settings: see
+`combined`) are checked against each other first, then opened each (each against its own
+manifest) and concatenated, without a copy, into one Arrow dataset; their clips are numbered in
+the order `combined` gives, so the parts of a list number their clips as the whole list would.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import torch
 from ..errors import DoraUserError
 from .clip_images import decode_clip_images
 from .clip_index import ClipIndex
+from .combined import DatasetValue, clip_numbering_id, dataset_sources, open_dataset_set
 from .info import decoded_frames_per_video
 from .shards import resolve_split
 
@@ -153,7 +159,14 @@ class EpochClipSampler(torch.utils.data.Sampler[int]):
     """
 
     def __init__(
-        self, num_clips: int, *, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True
+        self,
+        num_clips: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        clip_numbering: str | None = None,
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise DoraUserError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}")
@@ -164,6 +177,8 @@ class EpochClipSampler(torch.utils.data.Sampler[int]):
         self.world_size = world_size
         self.seed = seed
         self.shuffle = shuffle
+        self.clip_numbering = clip_numbering
+        """An id of the videos in numbering order (`combined.clip_numbering_id`); None: not checked on resume."""
         self.per_rank = num_clips // world_size
         self._epoch = 0
         self._position = 0  # clips of this epoch consumed by training
@@ -199,7 +214,7 @@ class EpochClipSampler(torch.utils.data.Sampler[int]):
         self._position += len(batch["video_id"])
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "format": _STATE_FORMAT,
             "epoch": self._epoch,
             "position": self._position,
@@ -209,6 +224,9 @@ class EpochClipSampler(torch.utils.data.Sampler[int]):
             "seed": self.seed,
             "shuffle": self.shuffle,
         }
+        if self.clip_numbering is not None:
+            state["clip_numbering"] = self.clip_numbering
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from ``state``: the next iteration yields the clips of its epoch not yet consumed."""
@@ -223,6 +241,12 @@ class EpochClipSampler(torch.utils.data.Sampler[int]):
             for key in ("rank", "world_size", "num_clips", "seed", "shuffle")
             if state.get(key) != mine[key]
         ]
+        saved_numbering = state.get("clip_numbering")  # absent from states saved before it was recorded
+        if saved_numbering is not None and self.clip_numbering is not None and saved_numbering != self.clip_numbering:
+            changed.append(
+                "the videos, or their order, differ from the saved run's (the same datasets in another order, or "
+                "other data): give the datasets as the run was started with"
+            )
         if changed:
             raise DoraUserError("cannot resume the clip sampler, its setup changed: " + "; ".join(changed))
         position = int(state["position"])
@@ -238,7 +262,7 @@ class EpochClipSampler(torch.utils.data.Sampler[int]):
 
 
 def open_random_access(
-    source: str | Path,
+    source: DatasetValue,
     *,
     frames_per_clip: int,
     clip_step: int,
@@ -251,14 +275,30 @@ def open_random_access(
     seed: int = 0,
     shuffle: bool = True,
 ) -> tuple[ClipDataset, EpochClipSampler]:
-    """The clip dataset of ``source`` and this rank's epoch sampler over it.
+    """The clip dataset of ``source`` (a prepared folder or hub id, or several) and this rank's epoch sampler.
 
-    ``source_frames`` (decoded source frames per video id) defaults to what the dataset's
-    ``prepare_info.json`` records; it fixes the reference's clip count of each video.
+    ``source_frames`` (decoded source frames per video id) defaults to what the datasets'
+    ``prepare_info.json`` records; it fixes the reference's clip count of each video. Several
+    datasets are checked against each other (`combined`) before any is downloaded or converted.
     """
-    dataset, names, rows, folder = open_prepared_dataset(source, split=split, revision=revision, cache_dir=cache_dir)
+    sources = dataset_sources(source)
+    dataset_set = open_dataset_set(sources, revision) if len(sources) > 1 else None
+    opened = [
+        open_prepared_dataset(s, split=split, revision=revision, cache_dir=cache_dir)
+        for s in (dataset_set.sources if dataset_set is not None else sources)
+    ]
+    names = tuple(name for _, shard_names, _, _ in opened for name in shard_names)
+    rows = tuple(count for _, _, shard_rows, _ in opened for count in shard_rows)
+    if len(opened) == 1:
+        dataset = opened[0][0]
+    else:
+        try:
+            dataset = datasets.concatenate_datasets([d.select_columns([*_META_COLUMNS, "image"]) for d, *_ in opened])
+        except ValueError as err:  # columns of other types: made by another prepare-data version
+            raise DoraUserError(f"cannot read {', '.join(dataset_set.labels)} as one dataset: {err}") from err
     if source_frames is None:
-        source_frames = decoded_frames_per_video(folder)
+        recorded = [decoded_frames_per_video(folder) for *_, folder in opened]
+        source_frames = None if all(r is None for r in recorded) else {k: v for r in recorded if r for k, v in r.items()}
     meta = dataset.select_columns(list(_META_COLUMNS)).with_format("arrow")[:]
     ends = np.cumsum(rows)
     frame_indices = meta.column("frame_index").to_numpy()
@@ -271,6 +311,15 @@ def open_random_access(
         source_frames=source_frames,
         row_names=lambda row: _row_name(names, ends, row),
     )
+    if dataset_set is not None:
+        index = index.in_order(dataset_set.video_order)
     clips = ClipDataset(dataset, index, frame_indices, names, rows)
-    sampler = EpochClipSampler(index.num_clips, rank=rank, world_size=world_size, seed=seed, shuffle=shuffle)
+    sampler = EpochClipSampler(
+        index.num_clips,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+        shuffle=shuffle,
+        clip_numbering=clip_numbering_id([v.video_id for v in index.videos]),
+    )
     return clips, sampler

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DoraUserError
-from .info import find_prepare_info
+from .info import find_prepare_info, looks_local
 from .manifest import ShardRecord, check_against_manifest, manifest_of, relative_name
 
 logger = logging.getLogger(__name__)
@@ -80,19 +80,6 @@ class RowGroup(NamedTuple):
     first_row: int
     """Its first row in the whole split (rows of all shards numbered in time order)."""
     num_rows: int
-
-
-def _looks_local(source: str | Path) -> bool:
-    """A Path, an existing path, or anything that cannot be a hub ``owner/name`` id is local."""
-    if isinstance(source, Path):
-        return True
-    text = str(source)
-    return (
-        Path(text).expanduser().exists()
-        or text.startswith((".", "/", "~"))
-        or text.count("/") != 1
-        or "\\" in text
-    )
 
 
 def _open_file(name: str) -> IO[bytes]:
@@ -138,7 +125,7 @@ def resolve_split(
     layout are both honoured. With ``streaming=False`` a hub repo is downloaded once into the
     Hugging Face cache; a local folder is always read in place.
     """
-    local = _looks_local(source)
+    local = looks_local(source)
     folder: Path | None
     if local:
         folder = Path(source).expanduser()
@@ -268,6 +255,33 @@ class ShardSource:
             footers=tuple(footer for footer, _ in shards),
             row_groups=tuple(row_groups),
             metadata=metadata,
+        )
+
+    @classmethod
+    def combine(cls, parts: Sequence[ShardSource]) -> ShardSource:
+        """Several opened datasets as one: their shards, row groups and rows one after the other.
+
+        Nothing is read again. A clip never spans two of them, since no video does (`combined`
+        checks that every video_id is in one dataset only), so reading on for a clip's later
+        frames stays within its dataset.
+        """
+        if len(parts) == 1:
+            return parts[0]
+        row_groups: list[RowGroup] = []
+        shard_offset = row_offset = 0
+        for part in parts:
+            row_groups += [
+                RowGroup(g.shard + shard_offset, g.index, g.first_row + row_offset, g.num_rows) for g in part.row_groups
+            ]
+            shard_offset += part.num_shards
+            row_offset += part.num_rows
+        return cls(
+            source=" + ".join(part.source for part in parts),
+            split=parts[0].split,
+            shard_names=tuple(name for part in parts for name in part.shard_names),
+            footers=tuple(footer for part in parts for footer in part.footers),
+            row_groups=tuple(row_groups),
+            metadata=pa.concat_tables([part.metadata for part in parts], promote_options="permissive"),
         )
 
     def reader(self) -> RowGroupReader:

@@ -31,6 +31,12 @@ Order. Rows must stay in time order, so ``datasets``' row-level shuffle is not u
 unit permutation, clips are mixed in a seeded buffer of ``shuffle_buffer`` clips per reader. Only
 the frames of emitted clips are decoded, when they leave the buffer.
 
+Several datasets. ``source`` may be several prepared folders or hub ids (the parts of a split
+preparation, or any with the same frame settings): they are checked against each other first
+(`combined`), opened each (each against its own manifest) and laid end to end in the order
+`combined` gives, as one dataset of all their shards and row groups. No video is in two of them,
+so no clip crosses from one into the next.
+
 Resume. A reader's clip order is a pure function of (seed, epoch, world size, rank, workers per
 process, worker), so the state is the number of clips each reader has handed out. A restored
 reader replays its buffer draws on clip numbers alone, reads only the units whose clips were not
@@ -43,7 +49,6 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict
 from itertools import chain, islice, repeat
-from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
@@ -51,6 +56,7 @@ import torch
 
 from ..errors import DoraUserError
 from .clip_images import decode_clip_images
+from .combined import DatasetValue, clip_numbering_id, dataset_sources, open_dataset_set
 from .shards import RowGroupReader, ShardSource
 from .stream_plan import ClipSettings, plan_stream
 
@@ -136,7 +142,7 @@ class ClipStream(torch.utils.data.IterableDataset):
     @classmethod
     def from_source(
         cls,
-        source: str | Path,
+        source: DatasetValue,
         *,
         frames_per_clip: int = 8,
         clip_step: int | None = None,
@@ -154,7 +160,8 @@ class ClipStream(torch.utils.data.IterableDataset):
         """Open a prepared folder or hub dataset repo id as a clip stream.
 
         Args:
-            source: folder written by ``dora-hf prepare-data``, or a hub dataset repo id.
+            source: folder written by ``dora-hf prepare-data``, or a hub dataset repo id; or several,
+                read as one (see the module doc).
             frames_per_clip: ``T``, frames per clip (reference 8).
             clip_step: source frames between a clip's frames (reference 60); must be a multiple of
                 every video's ``keep_every``. Default 60 unless ``clip_step_seconds`` is given.
@@ -182,7 +189,12 @@ class ClipStream(torch.utils.data.IterableDataset):
             seed=seed,
         )
         settings.check()
-        shards = ShardSource.open(source, split=split, revision=revision, streaming=streaming)
+        sources = dataset_sources(source)
+        if len(sources) > 1:
+            sources = open_dataset_set(sources, revision).sources
+        shards = ShardSource.combine(
+            [ShardSource.open(s, split=split, revision=revision, streaming=streaming) for s in sources]
+        )
         return cls(shards, settings, rank=rank, world_size=world_size)
 
     @property
@@ -416,6 +428,7 @@ class ClipStream(torch.utils.data.IterableDataset):
             "num_shards": self._shards.num_shards,
             "num_row_groups": self._plan.num_units,
             "num_clips": self._plan.num_clips,
+            "clip_numbering": clip_numbering_id(self._plan.video_ids),
             "settings": asdict(self.settings),
             "num_workers": self._layout,
             "positions": list(self._positions),
@@ -431,6 +444,12 @@ class ClipStream(torch.utils.data.IterableDataset):
             for key in ("rank", "world_size", "num_shards", "num_row_groups", "num_clips", "settings")
             if state.get(key) != mine[key]
         ]
+        saved_numbering = state.get("clip_numbering")  # absent from states saved before it was recorded
+        if saved_numbering is not None and saved_numbering != mine["clip_numbering"]:
+            changed.append(
+                "the videos, or their order, differ from the saved run's (the same datasets in another order, or "
+                "other data): give the datasets as the run was started with"
+            )
         if changed:
             raise DoraUserError("cannot resume the clip reader, its setup changed: " + "; ".join(changed))
         self._resume_epoch = int(state["epoch"])

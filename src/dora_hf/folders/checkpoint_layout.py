@@ -8,6 +8,11 @@ configuration, the recipe, the `COMPLETE` marker and, written last, `MANIFEST.js
 file's name, size and SHA-256 (`training/checkpoints.py` writes them). Only renamed folders holding
 the `COMPLETE` marker are ever resumed or exported, and only after their files match the manifest.
 
+When the nodes of a multi-node run each have their own output folder (a disk per node, no shared
+file system), each node's folder holds the shared files and the `rank_R.pt` and RNG states of
+that node's processes only; its manifest says so (`node`, and `ranks_by_node`: the processes of
+every node), and verification asks for the files of those processes alone.
+
 A damaged newest checkpoint is skipped for the one before it (`latest`), a damaged named one is an
 error. Accelerate restores the RNG states only if it can and otherwise logs and carries on, so
 they are checked here: a checkpoint whose RNG state is missing or unreadable cannot continue the
@@ -118,13 +123,13 @@ def verify_checkpoint(checkpoint: Path) -> CheckpointProblems:
     try:
         manifest = json.loads(manifest_path.read_text())
         listed: dict[str, dict] = manifest["files"]
-        processes = int(manifest["processes"])
+        ranks = _manifest_ranks(manifest)
         if not all(isinstance(e, dict) and isinstance(e.get("size"), int) and e.get("sha256") for e in listed.values()):
             raise ValueError("an entry lacks its size or sha256")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         problems.damaged.append(f"{MANIFEST_FILE} cannot be read ({type(err).__name__}: {err})")
         return problems
-    for name in sorted(set(listed) | set(_required_files(processes))):
+    for name in sorted(set(listed) | set(_required_files(ranks))):
         path = checkpoint / name
         entry = listed.get(name)
         if entry is None:
@@ -142,17 +147,53 @@ def verify_checkpoint(checkpoint: Path) -> CheckpointProblems:
     return problems
 
 
-def _required_files(processes: int) -> list[str]:
+def _manifest_ranks(manifest: dict) -> list[int]:
+    """The processes whose own files the folder holds: every process of the run, or with one
+    folder per node (`node` and `ranks_by_node` in the manifest) the processes of its node."""
+    processes = int(manifest["processes"])
+    if "ranks_by_node" not in manifest:
+        return list(range(processes))
+    by_node, node = manifest["ranks_by_node"], manifest["node"]
+    if not (isinstance(by_node, list) and all(isinstance(r, list) and all(isinstance(i, int) for i in r) for r in by_node)):
+        raise ValueError("ranks_by_node is not a list of lists of process numbers")
+    if sorted(i for r in by_node for i in r) != list(range(processes)):
+        raise ValueError(f"ranks_by_node does not name each of the {processes} processes once")
+    if not isinstance(node, int) or not 0 <= node < len(by_node):
+        raise ValueError(f"node {node!r} is not one of the {len(by_node)} nodes")
+    return by_node[node]
+
+
+def _required_files(ranks: list[int]) -> list[str]:
     shared = [MODEL_FILE, OPTIMIZER_FILE, RUN_STATE_FILE, CONFIG_FILE, RECIPE_FILE, COMPLETE_MARKER]
-    per_rank = [name for r in range(processes) for name in (f"rank_{r}.pt", f"random_states_{r}.pkl")]
+    per_rank = [name for r in ranks for name in (f"rank_{r}.pt", f"random_states_{r}.pkl")]
     return shared + per_rank
+
+
+def ranks_held(checkpoint: Path) -> set[int]:
+    """The processes whose `rank_R.pt` and RNG states this (verified) checkpoint folder holds."""
+    try:
+        return set(_manifest_ranks(json.loads((checkpoint / MANIFEST_FILE).read_text())))
+    except FileNotFoundError:
+        return set(_rank_files(checkpoint))
+
+
+def _rank_files(checkpoint: Path) -> list[int]:
+    return [int(m.group(1)) for p in checkpoint.iterdir() if (m := _RANK_FILE.match(p.name))]
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    """The step in a checkpoint folder's name (`step_0000500`: 500)."""
+    match = _NAME.match(checkpoint.name)
+    if match is None:
+        raise ValueError(f"{checkpoint.name} is not a checkpoint name")
+    return int(match.group(1))
 
 
 def _verify_without_manifest(checkpoint: Path) -> CheckpointProblems:
     """A checkpoint from before manifests: the files are present and structurally whole."""
     problems = CheckpointProblems()
-    processes = 1 + max((int(m.group(1)) for p in checkpoint.iterdir() if (m := _RANK_FILE.match(p.name))), default=0)
-    for name in _required_files(processes):
+    processes = 1 + max(_rank_files(checkpoint), default=0)
+    for name in _required_files(list(range(processes))):
         path = checkpoint / name
         rng = _RNG_FILE.match(name) is not None
         if not path.is_file():

@@ -13,6 +13,7 @@ from pathlib import Path
 from datasets import Image
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from ..dataset.split_parts import PART_KEY, SplitRecord
 from .options import TARGET_KEPT_PER_STEP, PrepareOptions
 from .shard_writer import FRAME_FEATURES
 from .summary import PrepareSummary, VideoSummary
@@ -22,12 +23,13 @@ TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "dataset_c
 """The dataset card template in a source checkout."""
 
 
-def render_dataset_card(summary: PrepareSummary) -> DatasetCard:
-    """The dataset card (README.md): hub metadata as YAML plus a description of the frames."""
+def render_dataset_card(summary: PrepareSummary, split: SplitRecord | None = None) -> DatasetCard:
+    """The dataset card (README.md): hub metadata as YAML plus a description of the frames (and,
+    for one part of a split preparation, which part of which list it is)."""
     options = summary.options
     card_data = DatasetCardData(
         license=options.license,
-        pretty_name=_pretty_name(summary),
+        pretty_name=_pretty_name(summary, split),
         task_categories=["image-feature-extraction"],
         tags=["video", "video-frames", "self-supervised-learning", "dora", "walking-tours"],
         size_categories=[_size_category(summary.num_rows)],
@@ -52,7 +54,7 @@ def render_dataset_card(summary: PrepareSummary) -> DatasetCard:
         downloads=[{"file": s["file"], "url": s["url"]} for s in summary.sources if s.get("url")],
         keep_blank=options.keep_blank,
         min_gap_seconds=f"{options.min_gap_seconds:g}",
-        settings=_settings(options),
+        settings=_settings(options) + _part_rows(split),
         options=options,
         frames_per_clip=options.frames_per_clip,
     )
@@ -111,8 +113,23 @@ def _settings(options: PrepareOptions) -> list[tuple[str, str]]:
     ]
 
 
-def write_prepare_info(path: Path, summary: PrepareSummary) -> None:
-    """prepare_info.json: everything needed to reproduce or audit the run."""
+def _part_rows(split: SplitRecord | None) -> list[tuple[str, str]]:
+    """The card's settings rows saying which part of which split this dataset is."""
+    if split is None:
+        return []
+    mine = [e.video_id or e.source for e in split.entries_of(split.index)]
+    return [
+        ("part", f"{split.index} of {split.count} of {', '.join(split.lists)} ({len(split.entries)} videos; {split.rule})"),
+        ("videos of this part", ", ".join(mine)),
+        (
+            "train on",
+            f"all {split.count} parts together (`--dataset PART1 ... PART{split.count}`), or this part alone",
+        ),
+    ]
+
+
+def write_prepare_info(path: Path, summary: PrepareSummary, split: SplitRecord | None = None) -> None:
+    """prepare_info.json: everything needed to reproduce or audit the run (and, for a part, the whole split)."""
     try:
         version = metadata.version("dora-hf")
     except metadata.PackageNotFoundError:
@@ -129,6 +146,8 @@ def write_prepare_info(path: Path, summary: PrepareSummary) -> None:
         "sources": summary.sources,
         "shards": [asdict(s) for s in summary.shards],
     }
+    if split is not None:
+        info[PART_KEY] = split.to_dict()
     path.write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -140,12 +159,13 @@ def _video_record(video: VideoSummary) -> dict:
     return record
 
 
-def _pretty_name(summary: PrepareSummary) -> str:
+def _pretty_name(summary: PrepareSummary, split: SplitRecord | None = None) -> str:
+    part = f" (part {split.index} of {split.count})" if split is not None else ""
     if summary.options.pretty_name:
-        return summary.options.pretty_name
+        return summary.options.pretty_name + part
     ids = [v.video_id for v in summary.videos]
     shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
-    return f"Video frames: {shown}"
+    return f"Video frames: {shown}{part}"
 
 
 def _size_category(rows: int) -> str:

@@ -21,7 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--source-list", action="append", default=[], metavar="FILE",
-        help="a file of video paths or URLs, one per line, # comments allowed (the WTour.txt form); repeatable",
+        help="a list of videos, one per line: PATH_OR_URL, optionally followed by ', NAME' (or ' NAME' after a URL), "
+        "the name making the video_id; # comments allowed (the WTour.txt form). A local file, a hub file "
+        "hf://datasets/ORG/NAME/FILE (cached, read offline from the cache) or an http(s) URL; repeatable",
+    )
+    parser.add_argument(
+        "--part", default=None, metavar="I/N",
+        help="prepare only the I-th of N parts of the videos (entry k, 0-based in list order, goes to part k %% N + 1), "
+        "so that N machines each prepare one; train on the N folders together (--dataset PART1 ... PARTN)",
     )
     parser.add_argument(
         "--download-dir", type=Path, default=None, metavar="DIR",
@@ -116,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
             num_workers=args.num_workers,
+            part=args.part,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -9,6 +9,9 @@ writes parquet shards ordered by time with a dataset card. The format is describ
 docs/DATA_FORMAT.md. The folder appears only when complete: work happens in a temporary
 sibling that is removed on any error or interrupt. The output folder is claimed for the whole run
 and only an earlier prepare-data output is ever replaced (with --overwrite); see `staged_folder`.
+
+``--part I/N`` prepares the I-th of N parts of the inputs (see `inputs`), so that N machines share
+the work; the lists are read, and the part checked, before the folder is claimed.
 """
 
 from __future__ import annotations
@@ -24,19 +27,26 @@ from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
+from ..dataset.split_parts import ENTRY_KEY, SplitRecord
 from ..errors import DoraUserError
 from ..folders.staged_folder import staged_folder
 from . import faces
 from .blank_frozen import grey_thumbnail
 from .card import render_dataset_card, write_prepare_info
 from .frame_images import check_frame_size, encode_image, frame_to_image, stored_size
-from .inputs import ResolvedVideo, resolve_videos
+from .inputs import (
+    PartNumber,
+    ResolvedVideo,
+    gather_sources,
+    resolve_videos,
+    split_sources,
+)
 from .options import PrepareOptions
 from .plan import VideoPlan, check_unique_ids, plan_video
 from .rows import VideoRows
 from .shard_writer import ShardWriter
 from .summary import PrepareSummary, VideoSummary
-from .video_decode import check_complete, decode_video_frames, probe_video
+from .video_decode import VideoInfo, check_complete, decode_video_frames, probe_video
 
 if TYPE_CHECKING:
     from .parallel.segment_store import ResumeFolder
@@ -56,6 +66,7 @@ def prepare_dataset(
     progress: bool = True,
     log: Callable[[str], None] | None = print,
     num_workers: int = 1,
+    part: str | PartNumber | None = None,
 ) -> PrepareSummary:
     """Decode ``videos`` once each into the dataset folder ``out_dir`` (see the module doc).
 
@@ -63,33 +74,68 @@ def prepare_dataset(
     `sources`). The folder is claimed before any URL is downloaded, and all videos are probed and
     planned before any is decoded, so bad input fails within seconds. ``out_dir`` appears only
     when everything succeeded. ``num_workers`` > 1 decodes in that many processes
-    (`parallel_prepare`), with the same result.
+    (`parallel_prepare`), with the same result. ``part`` (``"I/N"``) prepares the I-th of N parts
+    of the inputs (`inputs.split_sources`) and records the split in ``prepare_info.json``.
     """
     options = options or PrepareOptions()
     options.validate()
     if num_workers < 1:
         raise DoraUserError(f"--num-workers must be at least 1 (got {num_workers})")
+    if part is not None and not isinstance(part, PartNumber):
+        part = PartNumber.parse(part)
+    if part is not None and not source_lists:
+        raise DoraUserError(f"--part {part} splits a list of videos: give it with --source-list FILE")
     if options.blur_faces:
         faces.check_available()  # a missing detector fails before any folder or video is touched
     say = log or (lambda _line: None)
     out_dir = Path(os.path.abspath(out_dir))  # a name to put the temporary sibling beside, even for "x/."
+    # The lists are read (a hub or URL list fetched) and the part chosen before the folder is claimed:
+    # a malformed line or a wrong --part writes nothing.
+    sources = gather_sources(videos, source_lists)
+    split: SplitRecord | None = None
+    if part is not None:
+        sources, split = split_sources(sources, part, source_lists)
+        say(
+            f"part {part} of {len(split.entries)} videos (entry k, in list order, goes to part k % {part.count} + 1): "
+            + ", ".join(e.video_id or e.source for e in split.entries_of(part.index))
+        )
     # Claimed and checked before any video is downloaded or opened: a second prepare-data into the
     # same folder fails at once instead of downloading the same videos.
     with staged_folder(out_dir, overwrite, kind="dataset", command="prepare-data", log=say) as tmp_dir:
-        resolved = resolve_videos(videos, source_lists, download_dir=download_dir, log=say, progress=progress)
+        resolved = resolve_videos(sources, download_dir=download_dir, log=say, progress=progress)
         with _naming_downloads(resolved):
-            plans = [plan_video(probe_video(v.path), options) for v in resolved]
+            plans = [plan_video(_with_list_name(probe_video(v.path), v), options) for v in resolved]
             if not plans:
                 raise DoraUserError("no VIDEO given")
             check_unique_ids(plans)
-            urls = [v.url for v in resolved]
-            summary = _write_dataset(plans, urls, options, out_dir, tmp_dir, progress, say, num_workers)
+            summary = _write_dataset(plans, resolved, options, out_dir, tmp_dir, progress, say, num_workers, split)
     say(
         f"wrote {summary.num_rows} frames in {len(summary.shards)} shard(s) to {out_dir} "
         f"({summary.decoded_frames} frames decoded in {summary.seconds:.1f} s: {summary.frames_per_second:.0f} frames/s"
         + (f", {num_workers} processes)" if num_workers > 1 else ")")
     )
     return summary
+
+
+@dataclasses.dataclass(frozen=True)
+class NamedVideoInfo(VideoInfo):
+    """A video the list names: its rows carry the name's slug as video_id instead of the file stem
+    (a YouTube download's stem is its opaque id)."""
+
+    list_video_id: str = ""
+
+    @property
+    def video_id(self) -> str:
+        return self.list_video_id
+
+
+def _with_list_name(info: VideoInfo, video: ResolvedVideo) -> VideoInfo:
+    """``info`` under the video_id its list line names, if it names one."""
+    named = video.source.named_id if video.source is not None else None
+    if named is None:
+        return info
+    fields = {f.name: getattr(info, f.name) for f in dataclasses.fields(VideoInfo)}
+    return NamedVideoInfo(**fields, list_video_id=named)
 
 
 @contextlib.contextmanager
@@ -109,13 +155,14 @@ def _naming_downloads(resolved: Sequence[ResolvedVideo]) -> Iterator[None]:
 
 def _write_dataset(
     plans: Sequence[VideoPlan],
-    urls: Sequence[str | None],
+    resolved: Sequence[ResolvedVideo],
     options: PrepareOptions,
     out_dir: Path,
     tmp_dir: Path,
     progress: bool,
     say: Callable[[str], None],
     num_workers: int,
+    split: SplitRecord | None = None,
 ) -> PrepareSummary:
     """Decode every planned video into the shards, info file and card of the staging folder `tmp_dir`."""
     from .parallel.segment_store import ResumeFolder
@@ -133,7 +180,8 @@ def _write_dataset(
                 videos = _sequential_videos(plans, options, writer, progress, say)
             summaries: list[VideoSummary] = []
             sources: list[dict] = []
-            for plan, url, (parts, source) in zip(plans, urls, videos):
+            for plan, video, (parts, source) in zip(plans, resolved, videos):
+                url = video.url
                 taken = {v.video_id for v in summaries} | {p.info.video_id for p in plans if p is not plan}
                 clash = [part.video_id for part in parts[1:] if part.video_id in taken]
                 if clash:  # readers key on video_id: a part must not take another video's id
@@ -143,6 +191,10 @@ def _write_dataset(
                 if url is not None:
                     parts = [dataclasses.replace(part, url=url) for part in parts]
                     source["url"] = url
+                if video.source is not None and video.source.name is not None:
+                    source["name"] = video.source.name  # as the list writes it; video_id is its slug
+                if split is not None and video.source is not None:
+                    source[ENTRY_KEY] = video.source.entry
                 summaries.extend(parts)
                 sources.append(source)
             shards = writer.finish()
@@ -158,8 +210,8 @@ def _write_dataset(
                 seconds=seconds,
                 sources=sources,
             )
-            write_prepare_info(tmp_dir / "prepare_info.json", summary)
-            render_dataset_card(summary).save(tmp_dir / "README.md")
+            write_prepare_info(tmp_dir / "prepare_info.json", summary, split)
+            render_dataset_card(summary, split).save(tmp_dir / "README.md")
     except BaseException:
         writer.abort()  # close the open shard; staged_folder removes the folder
         raise

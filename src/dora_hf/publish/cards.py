@@ -37,6 +37,12 @@ def hub_dataset_id(dataset: str | None) -> str | None:
     return None if Path(dataset).expanduser().exists() else dataset
 
 
+def hub_dataset_ids(dataset: str | list[str] | None) -> list[str]:
+    """The run's datasets (one, or several read as one) as Hub ids for the card's `datasets`; local folders left out."""
+    sources = dataset if isinstance(dataset, list) else [dataset]
+    return [found for found in map(hub_dataset_id, sources) if found]
+
+
 def method_of(recipe: Mapping[str, Any]) -> str:
     """`dora` or `dino`: how the run trained (recipes from before the `method` key are DoRA's)."""
     return str(recipe.get("method") or "dora")
@@ -72,8 +78,9 @@ def base_recipe(config: DoraConfig, recipe: Mapping[str, Any], step: int) -> dic
 def training_rows(recipe: Mapping[str, Any], step: int) -> list[tuple[str, str]]:
     """The recipe as (item, value) rows of the card's training table."""
     dataset = recipe.get("dataset") or ""
+    data = ", ".join(f"`{d}`" for d in dataset) if isinstance(dataset, list) else f"`{dataset}`"
     return [
-        ("data", f"`{dataset}`"),
+        ("data", data),
         ("steps", str(step)),
         ("clips", f"{recipe.get('frames_per_clip')} frames, {recipe.get('clip_step')} source frames apart"),
         ("batch per device", str(recipe.get("batch_size_per_device"))),
@@ -113,14 +120,14 @@ def render_model_card(
     `eval_results` (k-NN, linear probe, ...) go both into the `model-index` metadata the Hub shows
     and into a results table in the body.
     """
-    dataset = hub_dataset_id(recipe.get("dataset"))
+    datasets = hub_dataset_ids(recipe.get("dataset"))
     card_data = ModelCardData(
         model_name=model_name,
         license="apache-2.0",
         library_name="transformers",
         pipeline_tag="image-feature-extraction",
         tags=list(TAGS),
-        datasets=[dataset] if dataset else None,
+        datasets=datasets or None,
         eval_results=list(eval_results) if eval_results else None,
         base_recipe=base_recipe(config, recipe, step),
     )

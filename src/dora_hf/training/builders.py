@@ -3,6 +3,8 @@ schedules, and the training step of the recipe's method (DoRA's or DINO's)."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 from accelerate import Accelerator
 from accelerate.tracking import get_available_trackers
@@ -28,6 +30,7 @@ TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "
 def make_accelerator(recipe: PretrainRecipe, cpu: bool = False) -> Accelerator:
     """The run's Accelerator. Precision is the recipe's `mixed_precision` when it sets one, else
     the accelerate config's (or `accelerate launch --mixed_precision`), else none."""
+    check_not_launched_alone()
     if recipe.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise DoraUserError("mixed_precision fp16 needs a CUDA device; use bf16 or no on CPU")
     log_with = None
@@ -47,6 +50,28 @@ def make_accelerator(recipe: PretrainRecipe, cpu: bool = False) -> Accelerator:
     if accelerator.mixed_precision == "fp16" and accelerator.device.type != "cuda":
         raise DoraUserError("mixed precision fp16 (from the accelerate config) needs a CUDA device; use bf16 or no")
     return accelerator
+
+
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+"""Where accelerate reads the number of processes of a CPU run (torchrun's, then MPI's)."""
+
+
+def check_not_launched_alone() -> None:
+    """Refuse a process that `accelerate launch --cpu` started alone although it was asked for more.
+
+    With `--cpu`, the launcher runs the script once per machine, with the main process's address
+    (`MASTER_ADDR`) but no process count: every process trains a run of its own, and on machines
+    with their own disks nothing would stop them. The multi-GPU launcher (torchrun) with the
+    script's `--cpu` starts the processes as one run.
+    """
+    launched_by_cpu_launcher = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    asked_for_more = "MASTER_ADDR" in os.environ and not any(os.environ.get(v) for v in WORLD_SIZE_VARIABLES)
+    if launched_by_cpu_launcher and asked_for_more:
+        raise DoraUserError(
+            "`accelerate launch --cpu` starts each machine's process alone, not as one run of several processes or "
+            "machines: launch with --multi_gpu and pass --cpu to the training script instead "
+            "(as training_scripts/accelerate_configs/2cpu.yaml does)"
+        )
 
 
 def check_supported(accelerator: Accelerator, recipe: PretrainRecipe) -> None:

@@ -8,6 +8,7 @@ import torch
 
 from ..dataset.batches import ClipReader, collate_clips
 from ..dataset.clip_index import count_clips
+from ..dataset.combined import dataset_sources, open_dataset_set
 from ..dataset.info import read_prepare_info
 from ..dataset.random_access import open_random_access
 from ..dataset.streaming import ClipStream
@@ -36,6 +37,7 @@ def build_clip_loader(
     Arrow copy (a hub dataset is downloaded first) and each epoch is a seeded permutation of all
     clip starts over the whole dataset, split exactly over processes; ``streaming: true`` reads a
     hub dataset without downloading it, row groups spread over readers through a shuffle buffer.
+    Several datasets (``dataset: [A, B, C]``) are read as one in either mode (`dataset.combined`).
     """
     loader_options = dict(
         batch_size=recipe.batch_size_per_device,
@@ -60,19 +62,25 @@ def build_clip_loader(
         world_size=world_size,
         seed=recipe.seed,
     )
+    sources = dataset_sources(recipe.dataset)
+    of_datasets = f" of {len(sources)} datasets" if len(sources) > 1 else ""
     if recipe.streaming:
-        info = read_prepare_info(recipe.dataset, recipe.dataset_revision)
-        stream = ClipStream.from_source(recipe.dataset, shuffle_buffer=recipe.shuffle_buffer, **reader_options)
+        if len(sources) > 1:
+            infos = open_dataset_set(sources, recipe.dataset_revision).infos
+        else:
+            infos = (read_prepare_info(sources[0], recipe.dataset_revision),)
+        # Opened (and checked against the manifests) before the epoch is counted: a damaged shard is named first.
+        stream = ClipStream.from_source(sources, shuffle_buffer=recipe.shuffle_buffer, **reader_options)
         plan = EpochPlan(
-            clips_per_epoch=count_clips(info, recipe.frames_per_clip, recipe.clip_step),
+            clips_per_epoch=sum(count_clips(info, recipe.frames_per_clip, recipe.clip_step) for info in infos),
             distinct_clips=stream.num_clips,  # counted from the shards' rows while opening
-            mode=f"streaming ({len(stream.shard_names)} shard(s), shuffle buffer {recipe.shuffle_buffer} clips)",
+            mode=f"streaming ({len(stream.shard_names)} shard(s){of_datasets}, shuffle buffer {recipe.shuffle_buffer} clips)",
         )
         return stream, torch.utils.data.DataLoader(stream, **loader_options), plan
-    clips, sampler = open_random_access(recipe.dataset, cache_dir=recipe.dataset_cache_dir, **reader_options)
+    clips, sampler = open_random_access(sources, cache_dir=recipe.dataset_cache_dir, **reader_options)
     plan = EpochPlan(
         clips_per_epoch=clips.index.num_clips,
         distinct_clips=clips.index.num_kept_starts,
-        mode=f"random access over {len(clips.index.videos)} video(s), uniform over the whole dataset",
+        mode=f"random access over {len(clips.index.videos)} video(s){of_datasets}, uniform over the whole dataset",
     )
     return sampler, torch.utils.data.DataLoader(clips, sampler=sampler, **loader_options), plan

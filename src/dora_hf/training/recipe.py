@@ -27,6 +27,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 from accelerate.utils import LoggerType
 
+from ..dataset.combined import dataset_sources, open_dataset_set
 from ..errors import DoraUserError
 from ..modeling import DoraConfig
 from ..views.dora_views import ClipViewsConfig
@@ -91,7 +92,11 @@ class PretrainRecipe:
     each clip one image with DINO's two global and `views.num_local_views` local crops at the
     sizes of `views:`; the optimisation, checkpoints and export are the same."""
     # data
-    dataset: str = ""
+    dataset: str | list[str] = ""
+    """A folder written by `prepare-data` or a hub dataset id; or several, read as one (a YAML list,
+    `--dataset A B C`): the parts of a split preparation (`prepare-data --part I/N`), or any datasets
+    with the same frame settings and no video in two of them (`dora_hf.dataset.combined`). One
+    dataset is kept as a string."""
     dataset_revision: str | None = None
     frames_per_clip: int = 8
     clip_step: int = 60
@@ -165,6 +170,13 @@ class PretrainRecipe:
         """Check what types alone cannot: the dataset is given, values in range, the model and views buildable."""
         if not self.dataset:
             raise DoraUserError("recipe key 'dataset' is required: a prepared folder or a hub dataset id")
+        if isinstance(self.dataset, list):
+            # Several datasets are checked against each other now, from their prepare_info.json alone,
+            # so that a missing part or a mismatch stops the run before its folder is written.
+            try:
+                open_dataset_set(dataset_sources(self.dataset), self.dataset_revision)
+            except DoraUserError as err:
+                raise DoraUserError(f"recipe key 'dataset': {err}") from None
         for name, allowed in CHOICES.items():
             if getattr(self, name) is not None and getattr(self, name) not in allowed:
                 listed = f"{', '.join(allowed[:-1])} or {allowed[-1]}"
@@ -277,6 +289,8 @@ def typed(key: str, value: Any, kind: Any) -> Any:
         options = [a for a in get_args(kind) if a is not type(None)]
         if value is None and len(options) < len(get_args(kind)):
             return None
+        if options == [str, list[str]]:
+            return _text_or_texts(key, value)
         (kind,) = options
     if kind is bool:
         if isinstance(value, bool):
@@ -308,6 +322,15 @@ def typed(key: str, value: Any, kind: Any) -> Any:
     return value
 
 
+def _text_or_texts(key: str, value: Any) -> str | list[str]:
+    """A string, or a list of two or more strings (a list of one is that string)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(item, str) and item for item in value):
+        return value[0] if len(value) == 1 else list(value)
+    raise _type_error(key, "a string or a list of strings", value)
+
+
 def _number(value: Any) -> int | float | None:
     """A finite int or float from a number or a numeric string; None for anything else (booleans included)."""
     if isinstance(value, str):
@@ -332,10 +355,16 @@ def _unknown_key_error(key: str, where: str, valid: list[str]) -> DoraUserError:
     return DoraUserError(f"unknown recipe key {key!r} in {where}{hint}; valid keys: {', '.join(valid)}")
 
 
-def _coerce(name: str, raw: str) -> Any:
-    """A command-line string to a value (YAML syntax, so `null`, `true`, `1e-4` work); text for text keys."""
+def _coerce(name: str, raw: str | list[str]) -> Any:
+    """A command-line string to a value (YAML syntax, so `null`, `true`, `1e-4` work); text for text keys.
+
+    `--dataset A B C` gives a list: the values are taken as text, as a dataset is a path or a hub id.
+    """
+    if isinstance(raw, list):
+        return raw
     value = parse_yaml(raw)
-    if FIELD_TYPES[name] in (str, str | None) and value is not None and not isinstance(value, str):
+    text_key = FIELD_TYPES[name] in (str, str | None) or name == "dataset"
+    if text_key and value is not None and not isinstance(value, (str, list)):
         return raw
     return value
 
@@ -380,6 +409,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML recipe (see training_scripts/configs/)")
     for name, spec in FIELDS.items():
         if name in ("model", "views"):
+            continue
+        if name == "dataset":  # one prepared folder or hub id, or several read as one
+            parser.add_argument("--dataset", dest="recipe__dataset", default=None, nargs="+", metavar="DATASET")
             continue
         parser.add_argument(f"--{name}", dest=f"recipe__{name}", default=None, metavar=spec.type.split(" ")[0].upper())
     parser.add_argument(
