@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import _moved
+from . import _moved, _threads
 from .auto_registration import register_when_transformers_loads
 
 __version__ = "0.1.0"
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         DoraTrackingOutput,
     )
 
+_threads.choose_wait_policy()  # before anything imports torch
 register_when_transformers_loads()
 _moved.install()
 
