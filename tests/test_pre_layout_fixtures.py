@@ -69,8 +69,10 @@ def test_old_checkpoint_resumes_to_where_an_uninterrupted_run_ends(old_files, tm
     assert straight.steps == 4
     a, b = final_state(old_files / "run"), final_state(tmp_path / "straight")
     assert a.keys() == b.keys()
-    for key in a:  # written by another build of the code, perhaps on another CPU: float noise only
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    # The fixture's first two steps ran in another build, with 2 OpenMP threads; another thread count
+    # or CPU sums in another order (3e-6 measured on weights near 1e-3 with 1 thread): float noise only.
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
     assert not torch.equal(a["center"], torch.zeros_like(a["center"]))
 
 
