@@ -317,7 +317,7 @@ def bad_input_cases(video_factory, tmp: Path) -> dict[str, tuple[Path, list[str]
         "truncated": (cut, ["not a readable video", "truncated"]),
         "truncated_faststart": (cut_faststart, [_failure_at(frames_before_failure(cut_faststart)), "200", "truncated"]),
         "truncated_mkv": (cut_mkv, [_failure_at(frames_before_failure(cut_mkv)), "200 frames", "truncated"]),
-        "too_short": (short, [r"too short for one clip: 100 frames \(3.3 s at 30 fps\)", r"needs 160 frames \(5.3 s\)"]),
+        "too_short": (short, [r"too short for one clip: 100 frames \(3.3 s at 30 fps\)", r"needs 141 frames \(4.7 s\)"]),
     }
 
 
@@ -345,7 +345,7 @@ def test_bad_input_is_a_clear_error_and_leaves_nothing(case: str, video_factory,
 
 def test_default_clip_needs_eight_seconds_of_60_frames(synthetic_video: Path, tmp_path: Path, capsys) -> None:
     err = cli_error(capsys, ["prepare-data", str(synthetic_video), "--out", str(tmp_path / "o")])
-    assert "200 frames (6.7 s at 30 fps)" in err and "8 frames with a 60-frame step needs 480 frames (16.0 s)" in err
+    assert "200 frames (6.7 s at 30 fps)" in err and "8 frames with a 60-frame step needs 421 frames (14.0 s)" in err
 
 
 def test_keep_every_not_dividing_the_step_names_the_file(synthetic_video: Path, tmp_path: Path, capsys) -> None:

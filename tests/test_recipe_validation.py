@@ -31,9 +31,23 @@ def from_command_line(*argv: str) -> PretrainRecipe:
 
 
 def recipe_file(tmp_path: Path, text: str) -> Path:
+    """The demo recipe with the top-level keys of `text` replaced by `text`'s (a key given twice is an error)."""
+    replaced = {line.split(":", 1)[0] for line in text.splitlines() if line and not line[0].isspace() and ":" in line}
+    kept = [line for line in DEMO_RECIPE.read_text().splitlines(keepends=True) if line.split(":", 1)[0] not in replaced]
     path = tmp_path / "recipe.yaml"
-    path.write_text(DEMO_RECIPE.read_text() + text)
+    path.write_text("".join(kept) + text)
     return path
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_lines(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("dataset: d\nbatch_size_per_device: 8\nmax_steps: 3\nbatch_size_per_device: 16\n")
+    with pytest.raises(DoraUserError, match=r"key 'batch_size_per_device' is given twice \(lines 2 and 4\); keep one"):
+        load_recipe(path)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("dataset: d\nmodel:\n  hidden_size: 96\n  hidden_size: 192\n")
+    with pytest.raises(DoraUserError, match=r"key 'hidden_size' is given twice \(lines 3 and 4\)"):
+        load_recipe(nested)
 
 
 def refused(pretrain_main, capsys, tmp_path: Path, *argv: str) -> str:

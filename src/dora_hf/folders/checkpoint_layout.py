@@ -255,6 +255,20 @@ def _warn_once(message: str) -> None:
     logger.warning(message)
 
 
+def _not_a_checkpoint(path: Path) -> str:
+    """Why a folder without the COMPLETE marker is not a checkpoint, as far as its contents tell."""
+    names = {p.name for p in path.iterdir()} if path.is_dir() else set()
+    if not names:
+        return "is an empty folder, not a training checkpoint"
+    if "prepare_info.json" in names:
+        return "holds a prepared dataset (prepare_info.json), not a training checkpoint"
+    if "config.json" in names and (names & {"model.safetensors", "pytorch_model.bin"}):
+        return "holds a saved model, not a training checkpoint"
+    if names & {RUN_STATE_FILE, MODEL_FILE, MANIFEST_FILE}:
+        return f"is not a complete checkpoint (no {COMPLETE_MARKER} marker): it was interrupted while being written"
+    return f"is not a training checkpoint (none of its files is a checkpoint's: {', '.join(sorted(names)[:4])})"
+
+
 def resolve_checkpoint(spec: str, output_dir: str | Path, *, exact: bool = False) -> Path:
     """`latest` or a path to a checkpoint folder, verified; `exact` also refuses missing RNG states.
 
@@ -283,7 +297,7 @@ def resolve_checkpoint(spec: str, output_dir: str | Path, *, exact: bool = False
     if not path.is_dir():
         raise DoraUserError(f"checkpoint folder not found: {path}")
     if not (path / COMPLETE_MARKER).is_file():
-        raise DoraUserError(f"{path} is not a complete checkpoint (no {COMPLETE_MARKER} marker): it was interrupted")
+        raise DoraUserError(f"{path} {_not_a_checkpoint(path)}")
     problems = verify_checkpoint(path)
     reason = problems.refusal(exact)
     if reason is not None:

@@ -221,7 +221,7 @@ def _list_text(list_spec: str | Path) -> tuple[str, Path | None]:
 
 def _read_list_file(path: Path, label: str) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark, as some editors write, is not a path
     except FileNotFoundError:
         raise DoraUserError(f"--source-list {label}: no such file") from None
     except IsADirectoryError:
@@ -383,6 +383,11 @@ def resolve_videos(
     """:func:`resolve_sources`, keeping each video's URL, which the dataset records as its source, and its input."""
     sources = gather_sources(inputs, source_lists)
     for source in sources:  # a typo in a local path should not wait for the downloads
+        scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", source.spec)
+        if not source.is_url and scheme is not None:
+            raise DoraUserError(
+                f"{source.where}: {scheme.group(1)}:// is not a source prepare-data reads: give an http(s) URL or a local path"
+            )
         if not source.is_url and not Path(source.spec).expanduser().exists():
             raise DoraUserError(f"{source.where}: no such file")
     folder = Path(download_dir).expanduser() if download_dir is not None else default_download_dir()

@@ -88,6 +88,10 @@ def prepare_dataset(
     if options.blur_faces:
         faces.check_available()  # a missing detector fails before any folder or video is touched
     say = log or (lambda _line: None)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if num_workers > max(cores, 2):  # more processes than cores only fight over them
+        say(f"--num-workers {num_workers} is more than the {cores} cores this process may use: using {max(cores, 2)}")
+        num_workers = max(cores, 2)
     out_dir = Path(os.path.abspath(out_dir))  # a name to put the temporary sibling beside, even for "x/."
     # The lists are read (a hub or URL list fetched) and the part chosen before the folder is claimed:
     # a malformed line or a wrong --part writes nothing.

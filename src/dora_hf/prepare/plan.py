@@ -24,8 +24,8 @@ class VideoPlan:
 
     @property
     def min_frames(self) -> int:
-        """Source frames one clip needs: frames_per_clip x clip_step."""
-        return self.frames_per_clip * self.clip_step
+        """Source frames one clip needs: its first frame and (frames_per_clip - 1) steps after it."""
+        return (self.frames_per_clip - 1) * self.clip_step + 1
 
     def describe(self) -> str:
         """The line printed before decoding, e.g. 'keeping every 10th frame: 6.0 of 60 fps; ...'."""

@@ -37,8 +37,21 @@ class RecipeLoader(yaml.SafeLoader):
     """PyYAML's safe loader with the scalars of YAML 1.2's core schema.
 
     PyYAML follows YAML 1.1, where `5e-4` (no dot) is a string and `no`, `on`, `off` are booleans;
-    in a recipe `5e-4` must be a number and `mixed_precision: no` the string "no".
+    in a recipe `5e-4` must be a number and `mixed_precision: no` the string "no". A key given twice
+    in one mapping is an error naming it and both lines (PyYAML would keep the last silently).
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {line}); keep one", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 _BOOL_TAG, _FLOAT_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
