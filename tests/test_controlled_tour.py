@@ -316,7 +316,7 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(controlled_tour, "write_segment", fail)
+    monkeypatch.setattr(controlled_tour.output, "write_segment", fail)
     with pytest.raises(DoraUserError, match="nothing was written"):
         write_tour(tmp_path / "tour", seconds=1, held_out_seconds=1, settings=SMALL)
     assert list(tmp_path.iterdir()) == []
