@@ -1,0 +1,431 @@
+"""Does DoRA's tracking land on objects? DoRA against DINO on the controlled walking tour.
+
+The controlled tour (`dora_hf.demo.controlled_tour`, its fixed `TourSettings`) is a synthetic
+walking tour whose every object mask is known, so discovery is scored against the objects
+themselves rather than against a moving foreground. This benchmark:
+
+1. generates the tour of seed 0 (``--train-seconds`` of ``train.mp4``, ``--held-out-seconds`` of
+   ``held_out.mp4``) into a cache folder, reused when present, and prepares ``train.mp4`` at the
+   demo recipe's clip step (`training_scripts/configs/demo_cpu.yaml`: 4 frames 3 apart, 0.9 s at
+   the tour's 10 fps);
+2. pretrains the demo recipe with ``method: dora`` and ``method: dino`` for ``--steps`` steps each,
+   for each of ``--seeds`` training seeds, keeping ``--points`` checkpoints per run;
+3. runs each checkpoint's tracker (`backbone_tracker`: DoRA's tracking head on the last block;
+   DINO has none of its own, so its masks come from the same tracker, as for any ViT), and that
+   of the network at its random initialisation (seed 0), over clips of the held-out segment
+   (`DEMO_DISCOVERY`: 8 frames taken 3 video frames apart, one clip every 4 of them) and scores
+   the K tracked masks with `score_known_objects` against the ground-truth instance maps (read
+   from ``held_out_davis/``, renumbered to the tour's object ids with ``truth.json``), next to
+   random masks of the same area per object and frame (the chance level); CorLoc of the box
+   around the [CLS] attention (heads averaged, the patches holding 60% of its mass, largest
+   connected part) is scored too.
+
+The tracker sees the centre square of each frame (`clip_to_pixel_values`: short side to the
+model's size, centre crop); masks are mapped back to the frame's pixels inside that square, and
+masks and ground truth are scored there, at the frame's resolution: objects wholly outside the
+square are not counted.
+
+Writes ``benchmarks/results/bench_tour.json`` (machine, load, seeds, settings, every figure), the
+learning curve ``benchmarks/results/bench_tour_curve.png`` and DoRA's and DINO's tracks on one
+held-out clip side by side, ground truth on top (``benchmarks/results/bench_tour_tracks.jpg``).
+
+    .venv/bin/python benchmarks/bench_tour.py                   # 3 seeds x 2 methods, recipe's steps
+    .venv/bin/python benchmarks/bench_tour.py --seeds 1 --steps 2000
+    .venv/bin/python benchmarks/bench_tour.py --quick           # a few minutes: 20 steps, a 60 s tour
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from dora_hf.demo.controlled_tour import TourSettings, write_tour
+from dora_hf.demo.main_job import DEMO_DISCOVERY, DEMO_RECIPE, random_init_backbone
+from dora_hf.evaluation.discovery.known_objects import box_corloc, mask_boxes, score_known_objects
+from dora_hf.evaluation.discovery.scoring import random_masks_like
+from dora_hf.evaluation.discovery.video import backbone_tracker, default_num_objects
+from dora_hf.evaluation.encoder import FrozenEncoder, load_encoder
+from dora_hf.evaluation.frame_input import read_frames
+from dora_hf.evaluation.tracker_features import read_tracker_features
+from dora_hf.evaluation.visualize.mask_figure import clip_to_pixel_values, render_tracking_figure
+from dora_hf.folders.checkpoint_layout import checkpoint_step, complete_checkpoints
+from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
+from dora_hf.pretrain import pretrain
+from dora_hf.publish.export import export_checkpoint
+from dora_hf.training.builders import make_accelerator
+from dora_hf.training.recipe import load_recipe
+
+from common import run_header, write_json
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+TOUR_SEED = 0
+METHODS = (("DoRA", "dora"), ("DINO", "dino"))
+SCORES = ("matched_iou", "found", "identity", "corloc")
+ATTENTION_MASS = 0.6
+"""Share of the [CLS] attention kept for its box: DINO's attention-map threshold."""
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def tour_folder(cache: Path, train_seconds: float, held_out_seconds: float) -> Path:
+    """The tour of seed 0 with these lengths, generated once into ``cache``."""
+    folder = cache / f"tour-seed{TOUR_SEED}-train{train_seconds:g}s-heldout{held_out_seconds:g}s"
+    if not (folder / "truth.json").is_file():
+        write_tour(folder, train_seconds, TOUR_SEED, held_out_seconds, progress=True)
+    return folder
+
+
+def held_out_truth(folder: Path, frame_indices: np.ndarray) -> np.ndarray:
+    """`(T, H, W)` int32 instance maps of held-out frames, with the tour's own object ids.
+
+    ``truth.json`` keeps boxes and areas per frame; the masks themselves are the DAVIS
+    annotations, whose per-sequence labels its ``labels`` map back to the tour's ids.
+    """
+    truth = json.loads((folder / "truth.json").read_text())
+    segment = truth["segments"]["held_out"]
+    davis = folder / segment["davis"]["folder"] / "Annotations" / "480p"
+    sequences = segment["davis"]["sequences"]
+    maps = []
+    for frame in frame_indices.tolist():
+        sequence = next((s for s in sequences if s["first_frame"] <= frame < s["first_frame"] + s["num_frames"]), None)
+        if sequence is None:
+            raise ValueError(f"held-out frame {frame} is in no DAVIS sequence: make the held-out segment longer")
+        labels = np.asarray(Image.open(davis / sequence["name"] / f"{frame - sequence['first_frame']:05d}.png"))
+        lut = np.zeros(256, dtype=np.int32)
+        for label, object_id in sequence["labels"].items():
+            lut[int(label)] = object_id
+        maps.append(lut[labels])
+    return np.stack(maps)
+
+
+def view_window(height: int, width: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Which frame rows and columns the tracker's centre square covers, and the square's pixel
+    each of them falls on: ``rows``, ``cols`` (frame indices) and ``square_rows``,
+    ``square_cols`` (indices into the ``size`` x ``size`` square), as `clip_to_pixel_values`
+    resizes the short side to ``size`` and crops the centre."""
+    scale = size / min(height, width)
+    resized = (max(size, round(height * scale)), max(size, round(width * scale)))
+
+    def axis(length: int, new_length: int) -> tuple[np.ndarray, np.ndarray]:
+        offset = (new_length - size) // 2
+        square = np.floor((np.arange(length) + 0.5) * new_length / length).astype(np.int64) - offset
+        inside = (square >= 0) & (square < size)
+        return np.flatnonzero(inside), square[inside]
+
+    rows, square_rows = axis(height, resized[0])
+    cols, square_cols = axis(width, resized[1])
+    return rows, cols, square_rows, square_cols
+
+
+def attention_masks(cls_attention: torch.Tensor, grid: int, mass: float = ATTENTION_MASS) -> np.ndarray:
+    """`(T, grid, grid)` bool: per frame, the largest 4-connected group of the patches that hold
+    ``mass`` of the heads' mean [CLS] attention `(T, heads, patches)`."""
+    from scipy import ndimage
+
+    attention = cls_attention.float().mean(1)
+    order = attention.argsort(-1, descending=True)
+    cumulative = attention.gather(-1, order).cumsum(-1) / attention.sum(-1, keepdim=True)
+    keep = torch.zeros_like(attention, dtype=torch.bool)
+    keep.scatter_(-1, order, cumulative <= mass)
+    keep.scatter_(-1, order[:, :1], True)  # at least the strongest patch
+    result = np.zeros((attention.shape[0], grid, grid), dtype=bool)
+    for t, frame in enumerate(keep.reshape(-1, grid, grid).numpy()):
+        parts, count = ndimage.label(frame)
+        if count:
+            sizes = np.bincount(parts.reshape(-1), minlength=count + 1)[1:]
+            result[t] = parts == int(sizes.argmax()) + 1
+    return result
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def score_backbone(
+    backbone: FrozenEncoder, frames: torch.Tensor, truth: np.ndarray, clip_starts: list[int], seed: int = 0
+) -> dict:
+    """Mean scores over the held-out clips of the backbone's tracked masks and [CLS] box, of random
+    masks of the same areas, and what the masks cover (their share on objects against the
+    objects' share of the view)."""
+    size = backbone.image_size
+    num_objects = default_num_objects(backbone)
+    track = backbone_tracker(backbone, size, num_objects, seed)
+    rows, cols, square_rows, square_cols = view_window(frames.shape[-2], frames.shape[-1], size)
+    mean, std = backbone.pixel_mean_std()
+    generator = torch.Generator().manual_seed(seed)
+    grid = size // backbone.patch_size
+    per_clip: dict[str, list[float]] = {f"{w}_{s}": [] for w in ("model", "random") for s in SCORES[:3]}
+    per_clip.update(corloc=[], mask_on_objects=[], object_share=[], mask_area=[])
+    length = DEMO_DISCOVERY.clip_frames
+    for start in clip_starts:
+        clip = frames[start : start + length]
+        square = track(clip)  # (k, T, size, size)
+        masks = square[:, :, square_rows][:, :, :, square_cols]  # (k, T, view h, view w) at the frame's pixels
+        view_truth = truth[start : start + length][:, rows][:, :, cols]
+        for which, candidate in (("model", masks), ("random", random_masks_like(masks, generator))):
+            scores = score_known_objects(candidate, view_truth)
+            per_clip[f"{which}_matched_iou"].append(scores.mean_iou)
+            per_clip[f"{which}_found"].append(scores.found)
+            per_clip[f"{which}_identity"].append(scores.identity_overall)
+        pixel_values = clip_to_pixel_values(clip, size, mean, std)[0].to(backbone.device)
+        features = read_tracker_features(backbone.model, pixel_values, False)
+        attention = attention_masks(features.cls_attention.cpu(), grid)
+        attention = np.repeat(np.repeat(attention, backbone.patch_size, 1), backbone.patch_size, 2)
+        boxes, _ = mask_boxes(attention[:, square_rows][:, :, square_cols])
+        per_clip["corloc"].append(box_corloc(boxes, view_truth)[2])
+        on_objects = torch.from_numpy(view_truth > 0)
+        per_clip["mask_on_objects"].append(float((masks & on_objects).sum() / max(int(masks.sum()), 1)))
+        per_clip["object_share"].append(float(on_objects.float().mean()))
+        per_clip["mask_area"].append(float(masks.float().mean()))
+    summary = {name: float(np.nanmean(values)) if not np.all(np.isnan(values)) else None
+               for name, values in per_clip.items()}
+    return {
+        "model": {s: summary[f"model_{s}"] for s in SCORES[:3]} | {"corloc": summary["corloc"]},
+        "random": {s: summary[f"random_{s}"] for s in SCORES[:3]} | {"corloc": None},
+        "mask_on_objects": summary["mask_on_objects"],
+        "object_share_of_view": summary["object_share"],
+        "mask_area_per_object": summary["mask_area"],
+        "num_objects": num_objects,
+        "size": size,
+        "clips": len(clip_starts),
+    }
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def markdown_table(rows: dict[str, dict[str, float | None]], steps: int) -> str:
+    """One row per model, the four scores as columns (``-`` where a score does not apply)."""
+    lines = [f"| model ({steps} steps) | " + " | ".join(SCORES) + " |", "|" + " --- |" * (len(SCORES) + 1)]
+    for name, scores in rows.items():
+        cells = ["-" if scores.get(s) is None else f"{scores[s]:.3f}" for s in SCORES]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+CURVE_COLOURS = {"DoRA": (200, 40, 40), "DINO": (40, 90, 200), "random init": (120, 120, 120),
+                 "random masks": (30, 150, 60)}
+
+
+def draw_curves(curves: dict[str, dict[int, dict[str, float | None]]], levels: dict[str, dict[str, float | None]],
+                path: Path, panel: tuple[int, int] = (320, 220)) -> Path:
+    """One panel per score: each curve (name -> step -> scores) as a polyline over the steps, each
+    level (name -> scores, e.g. the random initialisation) as a flat line; PIL only."""
+    width, height = panel
+    margin = (44, 24, 12, 30)  # left, top, right, bottom
+    canvas = Image.new("RGB", (width * len(SCORES), height + 24), "white")
+    draw = ImageDraw.Draw(canvas)
+    steps = sorted({s for points in curves.values() for s in points}) or [0, 1]
+    x_max = max(steps[-1], 1)
+    for p, score in enumerate(SCORES):
+        x0, y0 = p * width + margin[0], margin[1]
+        x1, y1 = (p + 1) * width - margin[2], height - margin[3]
+        values = [v for pts in curves.values() for s in pts.values() for k, v in s.items() if k == score and v is not None]
+        values += [lv[score] for lv in levels.values() if lv.get(score) is not None]
+        top = max([1e-6, *values])
+        top = min(1.0, np.ceil(top * 10) / 10) if top <= 1 else top
+
+        def xy(step: float, value: float) -> tuple[float, float]:
+            return x0 + (x1 - x0) * step / x_max, y1 - (y1 - y0) * value / top
+
+        draw.rectangle((x0, y0, x1, y1), outline=(0, 0, 0))
+        draw.text((x0, 4), score, fill=(0, 0, 0))
+        for frac in (0.0, 0.5, 1.0):
+            draw.text((p * width + 4, xy(0, top * frac)[1] - 6), f"{top * frac:.2f}", fill=(0, 0, 0))
+        draw.text((x0, y1 + 4), "0", fill=(0, 0, 0))
+        draw.text((x1 - 36, y1 + 4), f"{x_max} steps", fill=(0, 0, 0))
+        for name, level in levels.items():
+            if level.get(score) is not None:
+                y = xy(0, level[score])[1]
+                for xs in range(int(x0), int(x1), 8):  # dashed
+                    draw.line((xs, y, min(xs + 4, x1), y), fill=CURVE_COLOURS.get(name, (0, 0, 0)), width=1)
+        for name, points in curves.items():
+            colour = CURVE_COLOURS.get(name.split()[0], (0, 0, 0))
+            line = [xy(s, v[score]) for s, v in sorted(points.items()) if v.get(score) is not None]
+            if len(line) > 1:
+                draw.line(line, fill=colour, width=2)
+            for x, y in line:
+                draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
+    x = 4
+    for name, colour in CURVE_COLOURS.items():
+        style = "line" if name in {n.split()[0] for n in curves} else "dashed"
+        draw.text((x, height + 6), f"{name} ({style})", fill=colour)
+        x += 150
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def truth_strip(frames: torch.Tensor, truth: np.ndarray, size: int) -> Image.Image:
+    """The clip's frames in the tracker's square with the ground-truth objects tinted, in a row."""
+    rows, cols, _, _ = view_window(frames.shape[-2], frames.shape[-1], size)
+    palette = np.array([(0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+                        (70, 240, 240), (240, 50, 230)], dtype=np.float32)
+    tiles = []
+    for frame, ids in zip(frames, truth):
+        rgb = frame.permute(1, 2, 0).numpy()[rows][:, cols].astype(np.float32)
+        ids = ids[rows][:, cols]
+        colour = palette[1 + (ids - 1) % (len(palette) - 1)]
+        rgb = np.where(ids[..., None] > 0, 0.5 * rgb + 0.5 * colour, rgb)
+        tiles.append(Image.fromarray(rgb.astype(np.uint8)).resize((size, size)))  # the tracking grid's tile
+    strip = Image.new("RGB", (sum(t.width for t in tiles), tiles[0].height), "white")
+    for i, tile in enumerate(tiles):
+        strip.paste(tile, (i * tile.width, 0))
+    return strip
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds per method (default 3: 0, 1, 2)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the recipe's)")
+    parser.add_argument("--points", type=int, default=4, help="checkpoints per run for the learning curve (default 4)")
+    parser.add_argument("--train-seconds", type=float, default=300.0, help="length of the training tour (default 300)")
+    parser.add_argument("--held-out-seconds", type=float, default=60.0, help="length of the held-out tour (default 60)")
+    parser.add_argument("--quick", action="store_true", help="20 steps, 1 seed, a 60 s tour: checks the wiring")
+    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / ".cache" / "bench_tour")
+    parser.add_argument("--json", type=Path, default=RESULTS / "bench_tour.json")
+    parser.add_argument("--curve", type=Path, default=RESULTS / "bench_tour_curve.png")
+    parser.add_argument("--figure", type=Path, default=RESULTS / "bench_tour_tracks.jpg")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.seeds, args.train_seconds = args.steps or 20, 1, 60.0
+    header = run_header("bench_tour", torch.device("cpu"))
+    started = time.time()
+
+    work = args.work_dir
+    tour = tour_folder(work, args.train_seconds, args.held_out_seconds)
+    dataset = work / f"frames-train{args.train_seconds:g}s"
+    base = {"overwrite": True, "dataset": str(dataset), "checkpoints_total_limit": 0}
+    recipe = load_recipe(DEMO_RECIPE, {**base, **({"max_steps": args.steps} if args.steps else {})})
+    steps = recipe.max_steps
+    base |= {"max_steps": steps, "checkpointing_steps": max(1, steps // max(1, args.points))}
+    t0 = time.time()
+    prepare_dataset([tour / "train.mp4"], dataset,
+                    PrepareOptions(clip_step=recipe.clip_step, frames_per_clip=recipe.frames_per_clip), overwrite=True)
+    prepare_s = time.time() - t0
+
+    # Held-out clips: DEMO_DISCOVERY's clips of frames taken the recipe's clip step apart.
+    settings = DEMO_DISCOVERY
+    held_out_frames = round(args.held_out_seconds * TourSettings().fps)
+    frames = read_frames(tour / "held_out.mp4", held_out_frames // recipe.clip_step, recipe.clip_step, 0)
+    frame_indices = np.arange(frames.shape[0]) * recipe.clip_step
+    truth = held_out_truth(tour, frame_indices)
+    clip_starts = list(range(0, frames.shape[0] - settings.clip_frames + 1, settings.clip_step))[: settings.max_clips]
+
+    report = {**header, "tour": {"folder": shown(tour),
+                                 "seed": TOUR_SEED, "train_seconds": args.train_seconds,
+                                 "held_out_seconds": args.held_out_seconds, "settings": asdict(TourSettings())},
+              "recipe": str(DEMO_RECIPE.relative_to(REPO_ROOT)), "steps": steps, "seeds": list(range(args.seeds)),
+              "checkpointing_steps": base["checkpointing_steps"], "prepare_seconds": prepare_s,
+              "held_out_clips": {"count": len(clip_starts), "clip_frames": settings.clip_frames,
+                                 "clip_step": settings.clip_step, "frame_step": recipe.clip_step},
+              "runs": {}}
+
+    curves: dict[str, dict[int, dict]] = {}
+    finals: dict[str, Path] = {}
+    for seed in range(args.seeds):
+        for name, method in METHODS:
+            run = f"{name} seed {seed}"
+            output = work / f"run-{method}-seed{seed}"
+            export = work / f"export-{method}-seed{seed}"
+            method_recipe = load_recipe(DEMO_RECIPE, {**base, "method": method, "seed": seed,
+                                                      "output_dir": str(output), "export_dir": str(export)})
+            t0 = time.time()
+            result = pretrain(method_recipe, make_accelerator(method_recipe, cpu=True))
+            train_s = time.time() - t0
+            print(f"{run}: {result.steps} steps in {train_s / 60:.1f} min ({result.steps / train_s:.2f} steps/s)")
+            curves[run] = {}
+            for checkpoint in complete_checkpoints(output):
+                step = checkpoint_step(checkpoint)
+                folder = export if step == result.steps else export_checkpoint(
+                    checkpoint, work / f"export-{method}-seed{seed}-step{step}", overwrite=True)
+                scores = score_backbone(load_encoder(str(folder), progress=False), frames, truth, clip_starts)
+                curves[run][step] = scores["model"]
+                report["runs"].setdefault(run, {"train_seconds": train_s, "steps_per_second": result.steps / train_s,
+                                                "loss_trend": result.loss_trend(), "checkpoints": {}})
+                report["runs"][run]["checkpoints"][step] = scores
+                print(f"  step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores["model"].items() if v is not None))
+            finals[run] = export
+            write_json(args.json, report)  # keep what was measured should a later run fail
+
+    random_init = score_backbone(random_init_backbone(finals["DoRA seed 0"], seed=0), frames, truth, clip_starts)
+    report["random_init"] = random_init
+    final_dora = report["runs"]["DoRA seed 0"]["checkpoints"][steps]
+    levels = {"random init": random_init["model"], "random masks": final_dora["random"]}
+    table_rows: dict[str, dict] = {}
+    for name, _ in METHODS:
+        per_seed = [report["runs"][f"{name} seed {s}"]["checkpoints"][steps]["model"] for s in range(args.seeds)]
+        table_rows[name] = {k: float(np.mean([p[k] for p in per_seed])) if per_seed[0][k] is not None else None
+                            for k in SCORES}
+        if args.seeds > 1:
+            report.setdefault("seed_std", {})[name] = {k: float(np.std([p[k] for p in per_seed])) for k in SCORES}
+    table_rows["random init"] = random_init["model"]
+    table_rows["random masks (DoRA's areas)"] = final_dora["random"]
+    report["table"] = table_rows
+    table = markdown_table(table_rows, steps)
+    report["markdown"] = table
+    print(table)
+    for run, data in report["runs"].items():
+        last = data["checkpoints"][steps]
+        print(f"{run}: masks {last['mask_on_objects']:.3f} on objects (objects are {last['object_share_of_view']:.3f} "
+              f"of the view), each mask {last['mask_area_per_object']:.3f} of the view")
+
+    draw_curves(curves, levels, args.curve)
+    clip = frames[clip_starts[len(clip_starts) // 2] :][: settings.clip_frames]
+    clip_truth = truth[clip_starts[len(clip_starts) // 2] :][: settings.clip_frames]
+    from transformers import AutoModelForPreTraining
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pictures = {"ground truth": Path(tmp) / "truth.png"}
+        size = recipe.model["image_size"] if isinstance(recipe.model, dict) else recipe.model.image_size
+        truth_strip(clip, clip_truth, size).save(pictures["ground truth"])
+        for name, _ in METHODS:
+            model = AutoModelForPreTraining.from_pretrained(finals[f"{name} seed 0"]).eval()
+            pictures[name], _ = render_tracking_figure(model, clip, Path(tmp) / f"{name}.png")
+        stacked = stack_vertically(pictures, args.figure)
+    report["figures"] = {"curve": shown(args.curve), "tracks": shown(stacked)}
+    report["load_average_end"] = os.getloadavg()
+    report["total_seconds"] = time.time() - started
+    write_json(args.json, report)
+    print(f"{report['total_seconds'] / 60:.1f} min in all; curve {args.curve}, tracks {stacked}")
+    return 0
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the checkout where it lies inside it, as the JSON records paths."""
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
+
+
+def stack_vertically(images: dict[str, Path], path: Path) -> Path:
+    """The pictures one under another, each under its name."""
+    loaded = {name: Image.open(p).convert("RGB") for name, p in images.items()}
+    width = max(im.width for im in loaded.values())
+    canvas = Image.new("RGB", (width, sum(im.height + 22 for im in loaded.values())), "white")
+    draw = ImageDraw.Draw(canvas)
+    y = 0
+    for name, image in loaded.items():
+        draw.text((4, y + 4), name, fill=(0, 0, 0))
+        canvas.paste(image, (0, y + 22))
+        y += image.height + 22
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
