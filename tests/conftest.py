@@ -7,13 +7,14 @@ stored, compressed, resized image which source frame it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from video_server import VideoServer
 
 INDEX_BITS = 10
 """Blocks in the index row: enough for 1024 frames."""
@@ -121,3 +122,16 @@ def tiny_frames_dataset(synthetic_video: Path, tmp_path_factory: pytest.TempPath
     options = PrepareOptions(clip_step=6, keep_every=2, frames_per_clip=2, frames_per_shard=50)
     prepare_dataset([synthetic_video], out, options, progress=False, log=lambda *_: None)
     return out
+
+
+@pytest.fixture
+def server() -> Iterator[VideoServer]:
+    """A local HTTP server for downloads (tests/video_server.py), closed after the test."""
+    running = VideoServer()
+    yield running
+    running.close()
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file below `folder`, sorted (empty when it does not exist)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,20 +18,9 @@ from dora_hf.cli import main
 from dora_hf.errors import DoraUserError
 from dora_hf.prepare import download as download_module
 from dora_hf.prepare.download import cache_path, download
-from video_server import VideoServer
+from conftest import files_under
 
 FAST = ["--clip-step", "6", "--keep-every", "2", "--frames-per-clip", "2", "--no-progress"]
-
-
-@pytest.fixture
-def server() -> Iterator[VideoServer]:
-    running = VideoServer()
-    yield running
-    running.close()
-
-
-def files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
 def test_two_runs_sharing_a_download_dir_fetch_one_url_once_and_both_succeed(server, video_factory, tmp_path):

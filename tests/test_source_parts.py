@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,13 +63,6 @@ LIST_IDS = ["amsterdam", "sao-paulo", "gamma", "kyoto", "bangkok"]
 
 def quiet(**kwargs):
     return dict(progress=False, log=lambda *_: None, **kwargs)
-
-
-@pytest.fixture
-def server() -> Iterator[VideoServer]:
-    running = VideoServer()
-    yield running
-    running.close()
 
 
 @dataclasses.dataclass

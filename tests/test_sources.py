@@ -6,8 +6,6 @@ import json
 import sys
 import types
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,21 +13,10 @@ import pytest
 from dora_hf.cli import main
 from dora_hf.prepare.inputs import download, read_source_list, resolve_sources
 from dora_hf.errors import DoraUserError
-from video_server import VideoServer
+from conftest import files_under
 
 FAST = ["--clip-step", "6", "--keep-every", "2", "--frames-per-clip", "2", "--no-progress"]
 """prepare-data options that keep the synthetic videos quick to decode."""
-
-
-@pytest.fixture
-def server() -> Iterator[VideoServer]:
-    running = VideoServer()
-    yield running
-    running.close()
-
-
-def files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
 def prepare_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DoraUserError
-from .clip_index import count_clips
 from .info import INFO_FILE, find_prepare_info, looks_local
 from .split_parts import ENTRY_KEY, SplitRecord, source_entries
 
@@ -70,10 +69,6 @@ class DatasetSet:
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(source_label(s) for s in self.sources)
-
-    def clips_per_epoch(self, frames_per_clip: int, clip_step: int) -> int:
-        """Clips per epoch over all the datasets, as the reference counts them (see `clip_index`)."""
-        return sum(count_clips(info, frames_per_clip, clip_step) for info in self.infos)
 
     def describe(self) -> str:
         """``3 datasets (parts 1/3, 2/3, 3/3 of ...)``, for the start-up line."""

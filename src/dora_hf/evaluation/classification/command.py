@@ -184,8 +184,6 @@ def run_knn(args: argparse.Namespace) -> dict:
     from ..metric_modules import TOPK_ACCURACY, load_metric
     from .knn import knn_votes, ranked_classes
 
-    if any(k < 1 for k in args.k) or not args.temperature > 0:
-        raise DoraUserError("--k values must be >= 1 and --temperature > 0")
     backbone = encoder_from_args(args)
     train, test, train_split, test_split = _train_test_features(backbone, args, n_last_blocks=1)
     _check_two_classes("k-NN", train.labels, train.class_names, train_split)

@@ -70,8 +70,6 @@ def run_discovery(args: argparse.Namespace) -> dict:
         )
     except ValueError as err:
         raise DoraUserError(str(err)) from err
-    if args.start < 0:
-        raise DoraUserError(f"--start {args.start}: must be 0 or more")
     backbone = encoder_from_args(args)
     run = discover_in_video(
         {backbone.name: backbone}, args.video, settings, size=args.size, num_objects=args.objects,
