@@ -18,7 +18,12 @@ themselves rather than against a moving foreground. This benchmark:
    from ``held_out_davis/``, renumbered to the tour's object ids with ``truth.json``), next to
    random masks of the same area per object and frame (the chance level); CorLoc of the box
    around the [CLS] attention (heads averaged, the patches holding 60% of its mass, largest
-   connected part) is scored too.
+   connected part) is scored too, and for the final models DAVIS J&F of label propagation from
+   the ground-truth first masks of the held-out DAVIS folder (DINO's protocol, `eval davis`);
+4. scores the best masks a tracker on the model's patch grid can give (`patch_grid_masks`): the
+   ceiling the grid sets on the figures, whatever the features;
+5. measures, per checkpoint, how much the teacher's targets say about the frame they came from
+   (`target_information`, DINO's collapse diagnostics): the signal the loss can teach.
 
 The tracker sees the centre square of each frame (`clip_to_pixel_values`: short side to the
 model's size, centre crop); masks are mapped back to the frame's pixels inside that square, and
@@ -32,6 +37,7 @@ held-out clip side by side, ground truth on top (``benchmarks/results/bench_tour
     .venv/bin/python benchmarks/bench_tour.py                   # 3 seeds x 2 methods, recipe's steps
     .venv/bin/python benchmarks/bench_tour.py --seeds 1 --steps 2000
     .venv/bin/python benchmarks/bench_tour.py --quick           # a few minutes: 20 steps, a 60 s tour
+    .venv/bin/python benchmarks/bench_tour.py --reuse           # score again the runs --json records
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import dora_hf  # noqa: F401  (before torch: OpenMP reads its wait policy when torch loads it)
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -54,14 +61,17 @@ from dora_hf.demo.main_job import DEMO_DISCOVERY, DEMO_RECIPE, random_init_backb
 from dora_hf.evaluation.discovery.known_objects import box_corloc, mask_boxes, score_known_objects
 from dora_hf.evaluation.discovery.scoring import random_masks_like
 from dora_hf.evaluation.discovery.video import backbone_tracker, default_num_objects
+from dora_hf.evaluation.davis.evaluate import BackbonePatchFeatures, evaluate_davis
+from dora_hf.evaluation.davis.folder import read_davis
 from dora_hf.evaluation.encoder import FrozenEncoder, load_encoder
 from dora_hf.evaluation.frame_input import read_frames
+from dora_hf.evaluation.protocols import PropagationSettings
 from dora_hf.evaluation.tracker_features import read_tracker_features
 from dora_hf.evaluation.visualize.mask_figure import clip_to_pixel_values, render_tracking_figure
-from dora_hf.folders.checkpoint_layout import checkpoint_step, complete_checkpoints
+from dora_hf.folders.checkpoint_layout import checkpoint_name, checkpoint_root, checkpoint_step, complete_checkpoints
 from dora_hf.prepare.pipeline import PrepareOptions, prepare_dataset
 from dora_hf.pretrain import pretrain
-from dora_hf.publish.export import export_checkpoint
+from dora_hf.publish.export import export_checkpoint, load_teacher
 from dora_hf.training.builders import make_accelerator
 from dora_hf.training.recipe import load_recipe
 
@@ -72,6 +82,9 @@ RESULTS = REPO_ROOT / "benchmarks" / "results"
 TOUR_SEED = 0
 METHODS = (("DoRA", "dora"), ("DINO", "dino"))
 SCORES = ("matched_iou", "found", "identity", "corloc")
+TABLE_SCORES = (*SCORES, "davis_jf")
+"""The learning curve's scores at every checkpoint; DAVIS J&F (label propagation, minutes per
+model on the CPU) is taken for the final models only."""
 ATTENTION_MASS = 0.6
 """Share of the [CLS] attention kept for its box: DINO's attention-map threshold."""
 
@@ -202,14 +215,104 @@ def score_backbone(
     }
 
 
+def davis_scores(backbone: FrozenEncoder, davis_root: Path) -> dict[str, float]:
+    """J&F, J and F of label propagation from each held-out sequence's ground-truth first masks
+    (`dora-hf eval davis`'s default, DINO's released protocol) on the tour's DAVIS folder."""
+    sequences = read_davis(davis_root, "val", "480p")
+    settings = PropagationSettings()
+    scores = evaluate_davis(sequences, BackbonePatchFeatures(backbone, settings), settings, progress=False,
+                            patch_size=backbone.patch_size)
+    return {"jaccard_and_f": float(scores["J&F"]), "jaccard": float(scores["J"]), "f": float(scores["F"])}
+
+
+def patch_grid_masks(view_truth: np.ndarray, cells: np.ndarray, k: int) -> np.ndarray:
+    """The best masks a tracker working on patches can give: `(k, T, H, W)` bool.
+
+    The tracker's masks are unions of patches (`cells`, `(H, W)`: the patch each view pixel
+    falls in). Per object and frame, the union of patches with the largest IoU with the object
+    is a prefix of the patches sorted by the share of them the object covers; per object these
+    per-frame masks give its clip IoU, and the ``k`` objects with the largest are kept (empty
+    masks where the clip shows fewer). Scored like a model's masks, they are the ceiling that
+    the patch grid sets on the figures, whatever the features.
+    """
+    frames = view_truth.shape[0]
+    flat_cells = cells.reshape(-1)
+    num_cells = int(flat_cells.max()) + 1
+    cell_pixels = np.maximum(np.bincount(flat_cells, minlength=num_cells), 1)
+    candidates, clip_ious = [], []
+    for object_id in np.unique(view_truth[view_truth > 0]):
+        masks = np.zeros(view_truth.shape, dtype=bool)
+        intersection = union = 0.0
+        for t in range(frames):
+            covered = np.bincount(flat_cells, weights=(view_truth[t] == object_id).reshape(-1), minlength=num_cells)
+            area = covered.sum()
+            if area == 0:
+                continue
+            order = np.argsort(-covered / cell_pixels, kind="stable")
+            inter = np.cumsum(covered[order])
+            ious = inter / (area + np.cumsum(cell_pixels[order]) - inter)
+            best = int(ious.argmax()) + 1
+            masks[t] = np.isin(cells, order[:best])
+            intersection += inter[best - 1]
+            union += area + cell_pixels[order[:best]].sum() - inter[best - 1]
+        candidates.append(masks)
+        clip_ious.append(intersection / union if union else 0.0)
+    kept = [candidates[i] for i in np.argsort(clip_ious, kind="stable")[::-1][:k]]
+    kept += [np.zeros(view_truth.shape, dtype=bool)] * (k - len(kept))
+    return np.stack(kept)
+
+
+def patch_grid_ceiling(truth: np.ndarray, frame_shape: tuple[int, int], clip_starts: list[int], size: int,
+                       patch_size: int, k: int) -> dict[str, float]:
+    """Mean scores of `patch_grid_masks` over the held-out clips, as `score_backbone` scores a model's."""
+    rows, cols, square_rows, square_cols = view_window(*frame_shape, size)
+    cells = (square_rows // patch_size)[:, None] * (size // patch_size) + (square_cols // patch_size)[None, :]
+    scores: dict[str, list[float]] = {name: [] for name in SCORES[:3]}
+    for start in clip_starts:
+        view_truth = truth[start : start + DEMO_DISCOVERY.clip_frames][:, rows][:, :, cols]
+        result = score_known_objects(patch_grid_masks(view_truth, cells, k), view_truth)
+        scores["matched_iou"].append(result.mean_iou)
+        scores["found"].append(result.found)
+        scores["identity"].append(result.identity_overall)
+    return {name: float(np.nanmean(values)) for name, values in scores.items()} | {"corloc": None}
+
+
+def target_information(logits: torch.Tensor, center: torch.Tensor, temperature: float) -> dict[str, float]:
+    """How much the teacher's targets depend on the picture: the signal the loss can teach.
+
+    DINO's collapse diagnostics (Caron et al. 2021, section 5.3): the entropy ``H(p)`` of the
+    teacher's centred, sharpened output ``p = softmax((z - center) / tau)`` per frame, and that
+    of its mean over the frames. Their difference is the information the targets carry about
+    which frame they came from; it is 0 when every frame gets one target (collapse, to one
+    dimension or to the uniform ``ln K``) and ``ln(frames)`` at most.
+    """
+    probabilities = torch.softmax((logits - center) / temperature, dim=-1)
+    entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(-1).mean()
+    pooled = probabilities.mean(0)
+    pooled_entropy = -(pooled * pooled.clamp_min(1e-12).log()).sum()
+    return {"teacher_entropy": float(entropy), "mean_output_entropy": float(pooled_entropy),
+            "target_information": float(pooled_entropy - entropy), "uniform_entropy": float(np.log(logits.shape[-1]))}
+
+
+def teacher_information(checkpoint: Path, frames: torch.Tensor, size: int) -> dict[str, float]:
+    """`target_information` of a checkpoint's teacher, with its centre and temperature, on `frames`."""
+    state = torch.load(checkpoint / "custom_checkpoint_0.pkl", map_location="cpu", weights_only=True)
+    teacher, recipe, _ = load_teacher(checkpoint)
+    pixel_values = clip_to_pixel_values(frames, size)[0]  # ImageNet's normalisation, as the training views
+    with torch.no_grad():
+        logits = teacher(pixel_values).logits
+    return target_information(logits, state["loss"]["center"], recipe["teacher_temp"])
+
+
 # ----------------------------------------------------------------------------- report
 
 
 def markdown_table(rows: dict[str, dict[str, float | None]], steps: int) -> str:
-    """One row per model, the four scores as columns (``-`` where a score does not apply)."""
-    lines = [f"| model ({steps} steps) | " + " | ".join(SCORES) + " |", "|" + " --- |" * (len(SCORES) + 1)]
+    """One row per model, the scores as columns (``-`` where a score does not apply)."""
+    lines = [f"| model ({steps} steps) | " + " | ".join(TABLE_SCORES) + " |",
+             "|" + " --- |" * (len(TABLE_SCORES) + 1)]
     for name, scores in rows.items():
-        cells = ["-" if scores.get(s) is None else f"{scores[s]:.3f}" for s in SCORES]
+        cells = ["-" if scores.get(s) is None else f"{scores[s]:.3f}" for s in TABLE_SCORES]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -295,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=4, help="checkpoints per run for the learning curve (default 4)")
     parser.add_argument("--train-seconds", type=float, default=300.0, help="length of the training tour (default 300)")
     parser.add_argument("--held-out-seconds", type=float, default=60.0, help="length of the held-out tour (default 60)")
+    parser.add_argument("--methods", nargs="+", choices=[method for _, method in METHODS],
+                        default=[method for _, method in METHODS], help="the methods to train (default: dora dino)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep runs that --json already records with these steps and whose final checkpoint is "
+                             "in --work-dir (scored again; not trained again)")
     parser.add_argument("--quick", action="store_true", help="20 steps, 1 seed, a 60 s tour: checks the wiring")
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / ".cache" / "bench_tour")
     parser.add_argument("--json", type=Path, default=RESULTS / "bench_tour.json")
@@ -303,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.seeds, args.train_seconds = args.steps or 20, 1, 60.0
+    methods = [(name, method) for name, method in METHODS if method in args.methods]
+    if "dora" not in args.methods:
+        parser.error("--methods must include dora: the random initialisation and chance level are DoRA's")
     header = run_header("bench_tour", torch.device("cpu"))
     started = time.time()
 
@@ -335,45 +446,67 @@ def main(argv: list[str] | None = None) -> int:
                                  "clip_step": settings.clip_step, "frame_step": recipe.clip_step},
               "runs": {}}
 
+    previous = json.loads(args.json.read_text()) if args.reuse and args.json.is_file() else {}
     curves: dict[str, dict[int, dict]] = {}
     finals: dict[str, Path] = {}
+    information_frames = frames[clip_starts]  # each held-out clip's first frame
     for seed in range(args.seeds):
-        for name, method in METHODS:
+        for name, method in methods:
             run = f"{name} seed {seed}"
             output = work / f"run-{method}-seed{seed}"
             export = work / f"export-{method}-seed{seed}"
             method_recipe = load_recipe(DEMO_RECIPE, {**base, "method": method, "seed": seed,
                                                       "output_dir": str(output), "export_dir": str(export)})
-            t0 = time.time()
-            result = pretrain(method_recipe, make_accelerator(method_recipe, cpu=True))
-            train_s = time.time() - t0
-            print(f"{run}: {result.steps} steps in {train_s / 60:.1f} min ({result.steps / train_s:.2f} steps/s)")
+            done = previous.get("runs", {}).get(run)
+            if done and previous.get("steps") == steps and (checkpoint_root(output) / checkpoint_name(steps)).is_dir():
+                record = {key: done[key] for key in ("train_seconds", "steps_per_second", "loss_trend")}
+                print(f"{run}: reusing the {steps}-step run in {output}")
+            else:
+                t0 = time.time()
+                result = pretrain(method_recipe, make_accelerator(method_recipe, cpu=True))
+                train_s = time.time() - t0
+                record = {"train_seconds": train_s, "steps_per_second": result.steps / train_s,
+                          "loss_trend": result.loss_trend()}
+                print(f"{run}: {result.steps} steps in {train_s / 60:.1f} min ({result.steps / train_s:.2f} steps/s)")
             curves[run] = {}
             for checkpoint in complete_checkpoints(output):
                 step = checkpoint_step(checkpoint)
-                folder = export if step == result.steps else export_checkpoint(
+                folder = export if step == steps and export.is_dir() else export_checkpoint(
                     checkpoint, work / f"export-{method}-seed{seed}-step{step}", overwrite=True)
-                scores = score_backbone(load_encoder(str(folder), progress=False), frames, truth, clip_starts)
+                encoder = load_encoder(str(folder), progress=False)
+                scores = score_backbone(encoder, frames, truth, clip_starts)
+                if step == steps:
+                    scores["davis"] = davis_scores(encoder, tour / "held_out_davis")
+                    scores["model"]["davis_jf"] = scores["davis"]["jaccard_and_f"]
+                scores["teacher"] = teacher_information(checkpoint, information_frames, scores["size"])
                 curves[run][step] = scores["model"]
-                report["runs"].setdefault(run, {"train_seconds": train_s, "steps_per_second": result.steps / train_s,
-                                                "loss_trend": result.loss_trend(), "checkpoints": {}})
+                report["runs"].setdefault(run, {**record, "checkpoints": {}})
                 report["runs"][run]["checkpoints"][step] = scores
-                print(f"  step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores["model"].items() if v is not None))
+                print(f"  step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores["model"].items() if v is not None)
+                      + ", information in the teacher's targets {:.3f} nats".format(scores["teacher"]["target_information"]))
             finals[run] = export
             write_json(args.json, report)  # keep what was measured should a later run fail
 
-    random_init = score_backbone(random_init_backbone(finals["DoRA seed 0"], seed=0), frames, truth, clip_starts)
+    initial = random_init_backbone(finals["DoRA seed 0"], seed=0)
+    random_init = score_backbone(initial, frames, truth, clip_starts)
+    random_init["davis"] = davis_scores(initial, tour / "held_out_davis")
+    random_init["model"]["davis_jf"] = random_init["davis"]["jaccard_and_f"]
     report["random_init"] = random_init
     final_dora = report["runs"]["DoRA seed 0"]["checkpoints"][steps]
     levels = {"random init": random_init["model"], "random masks": final_dora["random"]}
     table_rows: dict[str, dict] = {}
-    for name, _ in METHODS:
+    for name, _ in methods:
         per_seed = [report["runs"][f"{name} seed {s}"]["checkpoints"][steps]["model"] for s in range(args.seeds)]
         table_rows[name] = {k: float(np.mean([p[k] for p in per_seed])) if per_seed[0][k] is not None else None
-                            for k in SCORES}
-        if args.seeds > 1:
-            report.setdefault("seed_std", {})[name] = {k: float(np.std([p[k] for p in per_seed])) for k in SCORES}
+                            for k in TABLE_SCORES}
+        if args.seeds > 1:  # the spread: the seeds' standard deviation (numpy's, ddof 0)
+            report.setdefault("seed_std", {})[name] = {k: float(np.std([p[k] for p in per_seed])) for k in TABLE_SCORES
+                                                       if per_seed[0][k] is not None}
     table_rows["random init"] = random_init["model"]
+    size, patch = recipe.model["image_size"], recipe.model["patch_size"]
+    report["patch_grid_ceiling"] = patch_grid_ceiling(truth, tuple(frames.shape[-2:]), clip_starts, size, patch,
+                                                      final_dora["num_objects"])
+    table_rows["best patch-grid masks (ceiling)"] = report["patch_grid_ceiling"]
     table_rows["random masks (DoRA's areas)"] = final_dora["random"]
     report["table"] = table_rows
     table = markdown_table(table_rows, steps)
@@ -382,7 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     for run, data in report["runs"].items():
         last = data["checkpoints"][steps]
         print(f"{run}: masks {last['mask_on_objects']:.3f} on objects (objects are {last['object_share_of_view']:.3f} "
-              f"of the view), each mask {last['mask_area_per_object']:.3f} of the view")
+              f"of the view), each mask {last['mask_area_per_object']:.3f} of the view; teacher's targets: entropy "
+              f"{last['teacher']['teacher_entropy']:.3f} of {last['teacher']['uniform_entropy']:.3f} (uniform), "
+              f"{last['teacher']['target_information']:.3f} nats about the frame")
 
     draw_curves(curves, levels, args.curve)
     clip = frames[clip_starts[len(clip_starts) // 2] :][: settings.clip_frames]
@@ -391,9 +526,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         pictures = {"ground truth": Path(tmp) / "truth.png"}
-        size = recipe.model["image_size"] if isinstance(recipe.model, dict) else recipe.model.image_size
         truth_strip(clip, clip_truth, size).save(pictures["ground truth"])
-        for name, _ in METHODS:
+        for name, _ in methods:
             model = AutoModelForPreTraining.from_pretrained(finals[f"{name} seed 0"]).eval()
             pictures[name], _ = render_tracking_figure(model, clip, Path(tmp) / f"{name}.png")
         stacked = stack_vertically(pictures, args.figure)

@@ -35,6 +35,7 @@ from ..pretrain import pretrain
 from ..training.builders import make_accelerator
 from ..training.recipe import PretrainRecipe, load_recipe
 from .sample_video import DemoVideo, get_demo_video
+from .tour_result import controlled_tour_line
 from .video_cut import cut_video
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -132,6 +133,7 @@ def run_demo(export_dir: Path, max_steps: int | None, figure: Path, recipe_path:
           f"{settings.clip_frames} frames, {split.frame_step} video frames apart; precision vs chance = the "
           "foreground share of the frame (higher is better), mutual_iou lower is better")
     print(format_discovery_table(runs))
+    print(controlled_tour_line())
 
     full = AutoModelForPreTraining.from_pretrained(export_dir).eval()
     clip = read_frames(split.video, settings.clip_frames, split.frame_step, split.held_out_start)
