@@ -3,7 +3,9 @@
 A list file (``--source-list``: a local file, a hub file ``hf://datasets/ORG/NAME/FILE``, or an
 http(s) URL) holds one video per line, in the forms of the Walking Tours ``WTour.txt``: a path or
 URL alone, or followed by the video's name, after a comma (``URL, Amsterdam``) or, for a URL,
-after a space (``URL Amsterdam``). Blank lines and ``#`` comments are skipped. A named video takes
+after a space (``URL Amsterdam``). Blank lines and ``#`` comments are skipped: a ``#`` starts a
+comment at the start of a line or after a space, except where the line cut there names no local
+file and the line cut at a later `` #``, or not at all, does (``walk #2.mp4``). A named video takes
 a slug of its name as ``video_id`` (``São Paulo`` -> ``sao-paulo``: lower-case ascii letters and
 digits joined by ``-``), the same on every machine and in every part of a split; others keep their
 file name stem. Two inputs with one video_id are refused before anything is downloaded, naming
@@ -78,6 +80,8 @@ class Source:
     """The path or URL as written in the list (relative paths unresolved): the same on every machine."""
     entry: int | None = None
     """Position in the whole input sequence (command-line videos, then the lists' entries)."""
+    comment: str | None = None
+    """The rest of the list line read as a comment (``#2.mp4``), for a path that is no file."""
 
     @property
     def is_url(self) -> bool:
@@ -159,14 +163,10 @@ def read_list_entries(list_spec: str | Path) -> list[Source]:
             continue
         origin = f"{label} line {number}"
         written, name = _split_line(body, origin)
-        spec = written
-        if not is_url(spec) and not Path(spec).expanduser().is_absolute():
-            if folder is None:
-                raise DoraUserError(
-                    f"{origin}: {spec!r} is a relative path, but a list read from the hub or a URL has no folder it "
-                    "could be relative to: give a URL or an absolute path"
-                )
-            spec = str(folder / spec)
+        spec = _list_path(written, folder, origin)
+        comment = line.strip()[len(body) :].strip() or None
+        if comment is not None and not is_url(spec) and not Path(spec).expanduser().exists():
+            written, name, spec, comment = _path_with_hash(line.strip(), folder, origin) or (written, name, spec, comment)
         named_id = None
         if name is not None:
             named_id = video_id_from_name(name)
@@ -175,10 +175,38 @@ def read_list_entries(list_spec: str | Path) -> list[Source]:
                     f"{origin}: the name {name!r} has no ascii letter or digit to make a video_id of; "
                     "give the video a name in Latin letters or digits"
                 )
-        sources.append(Source(spec, name=name, named_id=named_id, origin=origin, written=written))
+        sources.append(Source(spec, name=name, named_id=named_id, origin=origin, written=written, comment=comment))
     if not sources:
         raise DoraUserError(f"--source-list {label}: lists no video (only blank lines or comments)")
     return sources
+
+
+def _list_path(written: str, folder: Path | None, origin: str) -> str:
+    """A list's path or URL to read: a relative path made relative to the list's folder."""
+    if is_url(written) or Path(written).expanduser().is_absolute():
+        return written
+    if folder is None:
+        raise DoraUserError(
+            f"{origin}: {written!r} is a relative path, but a list read from the hub or a URL has no folder it "
+            "could be relative to: give a URL or an absolute path"
+        )
+    return str(folder / written)
+
+
+def _path_with_hash(line: str, folder: Path | None, origin: str) -> tuple[str, str | None, str, str | None] | None:
+    """A list line whose ``#`` after a space was read as a comment, leaving a path that is no file:
+    (written, name, path, comment) cut at a later `` #`` or not at all, the first whose path is a
+    file (``walk #2.mp4  # note``); None where none is."""
+    cuts = [match.start() for match in re.finditer(r"\s+#", line)][1:] + [len(line)]
+    for cut in cuts:
+        try:
+            written, name = _split_line(line[:cut].strip(), origin)
+            spec = _list_path(written, folder, origin)
+        except DoraUserError:
+            continue
+        if not is_url(spec) and Path(spec).expanduser().exists():
+            return written, name, spec, line[cut:].strip() or None
+    return None
 
 
 def _split_line(body: str, origin: str) -> tuple[str, str | None]:
@@ -278,7 +306,8 @@ def _download_list(url: str) -> str:
 
 def _strip_comment(line: str) -> str:
     """A line without its ``#`` comment: a whole-line one, or a trailing one after whitespace (so a
-    ``#`` inside a URL or a file name is kept)."""
+    ``#`` inside a URL or a file name is kept; a local file named ``walk #2.mp4`` is found by
+    :func:`_path_with_hash`)."""
     line = line.strip()
     if line.startswith("#"):
         return ""
@@ -389,7 +418,11 @@ def resolve_videos(
                 f"{source.where}: {scheme.group(1)}:// is not a source prepare-data reads: give an http(s) URL or a local path"
             )
         if not source.is_url and not Path(source.spec).expanduser().exists():
-            raise DoraUserError(f"{source.where}: no such file")
+            cut = (
+                f" (the rest of the line, {source.comment!r}, was read as a comment: "
+                "a '#' at the start of a line or after a space starts one)"
+            )
+            raise DoraUserError(f"{source.where}: no such file{cut if source.comment else ''}")
     folder = Path(download_dir).expanduser() if download_dir is not None else default_download_dir()
     videos = []
     for source in sources:
