@@ -260,9 +260,12 @@ def _parallel_videos(
     decoder = stack.enter_context(ParallelDecoder(jobs, num_workers, resume, progress=progress, say=say))
     for plan, video in zip(plans, decoder.videos()):
         rows = VideoRows(plan, options, writer)
+        first = None
         for kept in video.kept_frames():
             rows.add(kept.frame_index, kept.timestamp, kept.tick, kept.image, kept.width, kept.height, kept.grey)
-        check_complete(plan.info, video.decoded)
+            first = kept.timestamp if first is None else first
+        last = video.last_time
+        check_complete(plan.info, video.decoded, last - first if first is not None and last is not None else None)
         yield rows.finish(video.decoded, video.faces_blurred if options.blur_faces else None, say)
 
 

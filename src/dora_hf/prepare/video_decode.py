@@ -56,7 +56,8 @@ class VideoInfo:
 
     def describe(self) -> str:
         """One line for logs and errors: size, rate, length."""
-        frames = f"{self.num_frames} frames" if self.num_frames is not None else "unknown frame count"
+        about = "" if self.frame_count_exact else "about "  # duration x fps: a variable rate makes it wrong
+        frames = f"{about}{self.num_frames} frames" if self.num_frames is not None else "unknown frame count"
         length = f", {format_duration(self.duration_s)}" if self.duration_s is not None else ""
         turned = f" (turned {self.rotation} degrees counter-clockwise to be upright)" if self.rotation else ""
         return f"{self.codec} {self.width}x{self.height}{turned}, {self.fps:g} fps, {frames}{length}"
@@ -142,17 +143,19 @@ def decode_video_frames(info: VideoInfo) -> Iterator[DecodedFrame]:
     """
     container = open_for_decoding(info)
     index = 0
+    first = last = 0.0
     with container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
             for frame in container.decode(stream):
-                timestamp = frame.time if frame.time is not None else index / info.fps
-                yield DecodedFrame(index=index, timestamp=float(timestamp), frame=frame)
+                timestamp = float(frame.time if frame.time is not None else index / info.fps)
+                first, last = (timestamp if index == 0 else first), max(last, timestamp)
+                yield DecodedFrame(index=index, timestamp=timestamp, frame=frame)
                 index += 1
         except av.error.FFmpegError as err:
             raise decoding_failed(info, index, err) from err
-    check_complete(info, index)
+    check_complete(info, index, last - first if index else None)
 
 
 def open_for_decoding(info: VideoInfo) -> av.container.InputContainer:
@@ -172,8 +175,24 @@ def decoding_failed(info: VideoInfo, index: int, err: BaseException) -> DoraUser
     )
 
 
-def check_complete(info: VideoInfo, decoded: int) -> None:
-    """Raise when far fewer frames decoded than the container announced."""
+def check_complete(info: VideoInfo, decoded: int, span_s: float | None = None) -> None:
+    """Raise when the decode fell far short of what the container announced.
+
+    A count the container states (mp4) is compared frame for frame. A count only estimated as
+    duration x fps (Matroska, WebM) is wrong for a variable-frame-rate video, so there the time the
+    frames span (``span_s``: from the first frame's presentation time to the last's) is compared
+    with the stated duration instead: a cut file stops early in time, a complete one does not.
+    """
+    if not info.frame_count_exact and span_s is not None and info.duration_s:
+        frames, fraction = ESTIMATED_COUNT_TOLERANCE
+        reached = span_s + 1 / info.fps  # the last frame is shown for about one frame interval
+        if info.duration_s - reached > max(frames / info.fps, fraction * info.duration_s):
+            raise DoraUserError(
+                f"{info.path}: decoding stopped after frame {decoded - 1} ({decoded} frames, {format_duration(reached)}) "
+                f"but the container states a duration of {format_duration(info.duration_s)} (about {info.num_frames} "
+                f"frames at {info.fps:g} fps): the file is truncated or corrupt"
+            )
+        return
     if info.num_frames is None:
         return
     frames, fraction = EXACT_COUNT_TOLERANCE if info.frame_count_exact else ESTIMATED_COUNT_TOLERANCE

@@ -91,6 +91,12 @@ class DecodedVideo:
     def faces_blurred(self) -> int:
         return sum(r.faces_blurred for r in self.records)
 
+    @property
+    def last_time(self) -> float | None:
+        """Presentation time (seconds) of its last decoded frame; None when a record does not say."""
+        times = [r.last_time for r in self.records]
+        return None if not times or None in times else max(t for t in times if t is not None)
+
     def kept_frames(self) -> Iterator[KeptFrame]:
         for segment in self.segments:
             yield from read_kept_frames(self.store.arrow_path(segment.index))
@@ -310,7 +316,9 @@ class ParallelDecoder:
                 self._record_finished(video, segment, outcome)
 
     def _record_finished(self, video: _Video, segment: Segment, outcome: SegmentOutcome) -> None:
-        video.records[segment.index] = SegmentRecord(segment.index, outcome.decoded, outcome.kept, outcome.faces_blurred, 0)
+        video.records[segment.index] = SegmentRecord(
+            segment.index, outcome.decoded, outcome.kept, outcome.faces_blurred, 0, outcome.last_time
+        )
 
     # ---- planning -----------------------------------------------------------------------------
 
@@ -321,7 +329,7 @@ class ParallelDecoder:
         reason = scan.reason or "too few keyframes"
         if len(segments) > 1:
             try:
-                check_complete(video.job.info, scan.frames)
+                check_complete(video.job.info, scan.frames, scan.span_s)
             except DoraUserError:
                 segments, reason = whole_video(), "demuxing found fewer frames than the container states"
         if video.pieces > 1 and len(segments) == 1:

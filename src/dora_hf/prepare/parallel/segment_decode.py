@@ -74,6 +74,8 @@ class SegmentOutcome:
     faces_blurred: int
     misaligned: str | None = None
     """Why the segment did not decode as the scan said (it then wrote nothing); None when it did."""
+    last_time: float | None = None
+    """Presentation time (seconds) of its last decoded frame."""
 
 
 class _Progress:
@@ -140,6 +142,7 @@ def _decode_from(task: SegmentTask, seek_to: int | None) -> SegmentOutcome:
     index = segment.first_frame
     decoded = pending = 0
     previous_pts: int | None = None
+    last_time: float | None = None
 
     def misaligned(reason: str) -> SegmentOutcome:
         writer.discard()
@@ -184,6 +187,8 @@ def _decode_from(task: SegmentTask, seek_to: int | None) -> SegmentOutcome:
                             image.height,
                             grey_thumbnail(image),
                         )
+                    if frame.time is not None:
+                        last_time = max(last_time or 0.0, float(frame.time))
                     decoded += 1
                     index += 1
                     pending = progress.tick(pending + 1)
@@ -197,6 +202,6 @@ def _decode_from(task: SegmentTask, seek_to: int | None) -> SegmentOutcome:
     if segment.frames is not None and decoded != segment.frames:
         return misaligned(f"{decoded} frames decoded where demuxing counted {segment.frames}")
     faces_blurred = blurrer.faces_blurred if blurrer is not None else 0
-    writer.commit(SegmentRecord(segment.index, decoded, writer.kept, faces_blurred, 0))
+    writer.commit(SegmentRecord(segment.index, decoded, writer.kept, faces_blurred, 0, last_time))
     _Progress.publish(pending)
-    return SegmentOutcome(decoded, writer.kept, faces_blurred)
+    return SegmentOutcome(decoded, writer.kept, faces_blurred, last_time=last_time)

@@ -95,6 +95,9 @@ class SegmentRecord:
     faces_blurred: int
     arrow_bytes: int
     """Size of its segment file, checked before it is reused."""
+    last_time: float | None = None
+    """Presentation time (seconds) of its last decoded frame, which tells a complete variable-frame-rate
+    video from a cut one (`video_decode.check_complete`); None in records of older versions."""
 
 
 class SegmentFileWriter:

@@ -49,6 +49,8 @@ class KeyframeScan:
     """False when timestamps are missing or repeated: the video is then decoded in one piece."""
     reason: str = ""
     """Why it is not splittable."""
+    span_s: float | None = None
+    """Seconds from the first frame's presentation time to the last's (None when not known)."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,11 @@ def scan_keyframes(path: str | Path) -> KeyframeScan:
     pts: list[int] = []
     candidates: list[tuple[int, int | None]] = []
     latest: int | None = None
+    time_base = None
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
+            time_base = stream.time_base
             for packet in container.demux(stream):
                 if packet.pts is None:
                     if packet.size == 0:
@@ -113,10 +117,11 @@ def scan_keyframes(path: str | Path) -> KeyframeScan:
     except (av.error.FFmpegError, OSError) as err:
         return KeyframeScan(0, (), False, f"demuxing failed ({err})")
     pts.sort()
+    span = float((pts[-1] - pts[0]) * time_base) if pts and time_base else None
     if any(a == b for a, b in zip(pts, pts[1:])):
-        return KeyframeScan(len(pts), (), False, "two frames share a presentation time")
+        return KeyframeScan(len(pts), (), False, "two frames share a presentation time", span)
     keyframes = tuple(Keyframe(p, d, bisect.bisect_left(pts, p)) for p, d in candidates)
-    return KeyframeScan(len(pts), keyframes, True)
+    return KeyframeScan(len(pts), keyframes, True, span_s=span)
 
 
 def split_at_keyframes(scan: KeyframeScan, pieces: int) -> list[Segment]:
