@@ -412,7 +412,7 @@ def test_a_resumed_run_reuses_the_segment_files_untouched_even_with_one_worker(
     monkeypatch.setattr(parallel_prepare, "read_kept_frames", read)
     said: list[str] = []
     prepare_dataset([videos["long_gop"]], out, OPTIONS, progress=False, log=said.append)  # --num-workers 1
-    assert f"{tmp_path / '.ds.partial'}: holds segments of an interrupted parallel run: resuming it with 1 worker process" in said
+    assert f"{tmp_path / '.ds.partial'}: holds segments of an interrupted run: resuming it with 1 worker process" in said
     arrows = {p: t for p, t in kept.items() if p.suffix == ".arrow"}
     assert seen == arrows  # every kept segment file was read back as it was left
     assert_same_dataset(out, single("long_gop"))

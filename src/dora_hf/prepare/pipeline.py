@@ -23,7 +23,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
@@ -42,14 +41,15 @@ from .inputs import (
     split_sources,
 )
 from .options import PrepareOptions
+from .parallel.segment_decode import FrameSettings
+from .parallel.segment_store import ResumeFolder, SegmentFileWriter, SegmentRecord, VideoSegments, segment_key
+from .parallel.segments import whole_video
 from .plan import VideoPlan, check_unique_ids, plan_video
 from .rows import VideoRows
 from .shard_writer import ShardWriter
 from .summary import PrepareSummary, VideoSummary
 from .video_decode import VideoInfo, check_complete, decode_video_frames, probe_video
 
-if TYPE_CHECKING:
-    from .parallel.segment_store import ResumeFolder
 
 # Names other modules and users import from here (the flat layout's `dora_hf.data.prepare`).
 __all__ = ["PrepareOptions", "PrepareSummary", "VideoSummary", "prepare_dataset"]
@@ -169,19 +169,17 @@ def _write_dataset(
     split: SplitRecord | None = None,
 ) -> PrepareSummary:
     """Decode every planned video into the shards, info file and card of the staging folder `tmp_dir`."""
-    from .parallel.segment_store import ResumeFolder
-
     started = time.perf_counter()
     writer = ShardWriter(tmp_dir / "data", options.frames_per_shard)
     resume = ResumeFolder(out_dir)
-    if num_workers == 1 and resume.exists():  # an interrupted parallel run's segments: finish them, not start over
-        say(f"{resume.root}: holds segments of an interrupted parallel run: resuming it with 1 worker process")
+    if num_workers == 1 and resume.exists():  # an interrupted run's segments: finish them, not start over
+        say(f"{resume.root}: holds segments of an interrupted run: resuming it with 1 worker process")
     try:
         with contextlib.ExitStack() as stack:
             if num_workers > 1 or resume.exists():
                 videos = _parallel_videos(plans, options, writer, resume, num_workers, progress, say, stack)
             else:
-                videos = _sequential_videos(plans, options, writer, progress, say)
+                videos = _sequential_videos(plans, options, writer, resume, progress, say, stack)
             summaries: list[VideoSummary] = []
             sources: list[dict] = []
             for plan, video, (parts, source) in zip(plans, resolved, videos):
@@ -223,13 +221,54 @@ def _write_dataset(
 
 
 def _sequential_videos(
-    plans: Sequence[VideoPlan], options: PrepareOptions, writer: ShardWriter, progress: bool, say: Callable[[str], None]
+    plans: Sequence[VideoPlan],
+    options: PrepareOptions,
+    writer: ShardWriter,
+    resume: ResumeFolder,
+    progress: bool,
+    say: Callable[[str], None],
+    stack: contextlib.ExitStack,
 ) -> Iterator[tuple[list[VideoSummary], dict]]:
-    """Decode the videos one after the other in this process (``--num-workers 1``)."""
-    for plan in plans:
+    """Decode the videos one after the other in this process (``--num-workers 1``).
+
+    Each video but the last also keeps its kept frames in the resume folder, as the one segment of
+    a whole-video plan (the form the parallel path resumes from), so that a later video's failure
+    or an interrupt loses no finished decoding: the same command resumes from them, as it does
+    after a parallel run. The last video needs no copy (nothing after it can fail its work), so a
+    one-video run writes nothing more than before. The folder lives as long as ``stack``.
+    """
+    if len(plans) > 1:
+        stack.enter_context(_resume_folder_kept_on_failure(resume, [plan.info.video_id for plan in plans], say))
+    for number, plan in enumerate(plans, start=1):
         say(f"{plan.info.path.name}: {plan.info.describe()}")
         say(f"{plan.info.path.name}: {plan.describe()}")
-        yield _write_video(plan, options, writer, progress, say)
+        store = None
+        if number < len(plans):
+            store = resume.video(plan.info.video_id)
+            settings = dataclasses.asdict(_frame_settings(plan, options))
+            store.save_plan(segment_key(plan.info.path, settings), whole_video())
+        yield _write_video(plan, options, writer, progress, say, store)
+
+
+@contextlib.contextmanager
+def _resume_folder_kept_on_failure(
+    resume: ResumeFolder, video_ids: list[str], say: Callable[[str], None]
+) -> Iterator[None]:
+    """The resume folder for this run's videos: removed once the dataset is written, kept with its
+    finished work when the run fails (as `parallel.pool.ParallelDecoder` keeps it)."""
+    resume.open(video_ids)
+    try:
+        yield
+    except BaseException:
+        resume.keep_after_failure(say)
+        raise
+    resume.remove()
+
+
+def _frame_settings(plan: VideoPlan, options: PrepareOptions) -> FrameSettings:
+    """How the video's kept frames are stored (and what its segments in the resume folder depend on)."""
+    width, height = stored_size(*plan.info.display_size, options.short_side)
+    return FrameSettings(plan.keep_every, width, height, options.image_format, options.quality, options.blur_faces)
 
 
 def _parallel_videos(
@@ -246,17 +285,12 @@ def _parallel_videos(
     :func:`_write_video` does. The decoder's resume folder lives as long as ``stack``: it is removed
     only once the whole dataset is written."""
     from .parallel.pool import ParallelDecoder, VideoJob
-    from .parallel.segment_decode import FrameSettings
 
     jobs = []
     for plan in plans:
         say(f"{plan.info.path.name}: {plan.info.describe()}")
         say(f"{plan.info.path.name}: {plan.describe()}")
-        width, height = stored_size(*plan.info.display_size, options.short_side)
-        settings = FrameSettings(
-            plan.keep_every, width, height, options.image_format, options.quality, options.blur_faces
-        )
-        jobs.append(VideoJob(plan.info, settings))
+        jobs.append(VideoJob(plan.info, _frame_settings(plan, options)))
     decoder = stack.enter_context(ParallelDecoder(jobs, num_workers, resume, progress=progress, say=say))
     for plan, video in zip(plans, decoder.videos()):
         rows = VideoRows(plan, options, writer)
@@ -270,14 +304,22 @@ def _parallel_videos(
 
 
 def _write_video(
-    plan: VideoPlan, options: PrepareOptions, writer: ShardWriter, progress: bool, say: Callable[[str], None]
+    plan: VideoPlan,
+    options: PrepareOptions,
+    writer: ShardWriter,
+    progress: bool,
+    say: Callable[[str], None],
+    store: VideoSegments | None = None,
 ) -> tuple[list[VideoSummary], dict]:
-    """Decode one video in this process, keep every n-th frame and append its rows (see :class:`VideoRows`)."""
+    """Decode one video in this process, keep every n-th frame and append its rows (see :class:`VideoRows`);
+    with ``store``, also keep the kept frames there as its one finished segment (see :func:`_sequential_videos`)."""
     info = plan.info
     rows = VideoRows(plan, options, writer)
     blurrer = faces.FaceBlurrer() if options.blur_faces else None
+    kept = SegmentFileWriter(store.arrow_path(0)) if store is not None else None
     decoded = 0
-    with tqdm(
+    last_time = 0.0
+    with contextlib.ExitStack() as unfinished, tqdm(
         total=info.num_frames,
         desc=info.video_id,
         unit="frame",
@@ -286,8 +328,11 @@ def _write_video(
         mininterval=0.5,
         dynamic_ncols=True,
     ) as bar:
+        if kept is not None:
+            unfinished.callback(kept.discard)  # a video that fails part-way keeps nothing
         for decoded_frame in decode_video_frames(info):
             decoded += 1
+            last_time = max(last_time, decoded_frame.timestamp)
             bar.update(1)
             if decoded_frame.index % plan.keep_every:
                 continue
@@ -296,7 +341,7 @@ def _write_video(
             image = frame_to_image(frame, rows.size, info.rotation)
             if blurrer is not None:
                 image = blurrer(image)
-            rows.add(
+            row = (
                 decoded_frame.index,
                 decoded_frame.timestamp,
                 float(frame.time_base) if frame.time_base else 0.0,
@@ -305,6 +350,13 @@ def _write_video(
                 image.height,
                 grey_thumbnail(image),
             )
-    return rows.finish(decoded, blurrer.faces_blurred if blurrer is not None else None, say)
+            rows.add(*row)
+            if kept is not None:
+                kept.add(*row)
+        unfinished.pop_all()
+    faces_blurred = blurrer.faces_blurred if blurrer is not None else None
+    if kept is not None:
+        kept.commit(SegmentRecord(0, decoded, kept.kept, faces_blurred or 0, 0, last_time))
+    return rows.finish(decoded, faces_blurred, say)
 
 

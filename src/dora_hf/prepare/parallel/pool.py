@@ -240,15 +240,8 @@ class ParallelDecoder:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        if not failed:
-            self.resume.remove()
-            return
-        kept = self.resume.finished_segments()
-        if kept:
-            self.say(
-                f"{self.resume.root}: keeps {kept} finished segment(s): the same command resumes from them "
-                "(delete the folder to start afresh)"
-            )
+        if failed:
+            self.resume.keep_after_failure(self.say)
         else:
             self.resume.remove()
 

@@ -1,4 +1,7 @@
-"""The resume folder of a parallel `prepare-data`: decoded segments kept on disk until the dataset is written.
+"""The resume folder of `prepare-data`: decoded segments kept on disk until the dataset is written.
+
+A parallel run keeps each worker's segments here; a one-worker run keeps each finished video but
+the last as the one segment of a whole-video plan (`pipeline._sequential_videos`), so both resume alike.
 
 A Walking Tours video takes hours to decode, so an interrupted run (Ctrl-C, a killed process, a
 full disk) should not start again from nothing. Each decoding process writes its segment's kept
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -229,6 +232,17 @@ class ResumeFolder:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def keep_after_failure(self, say: Callable[[str], None]) -> None:
+        """After a failed or interrupted run: keep the folder if it holds finished work, saying so; else remove it."""
+        kept = self.finished_segments()
+        if kept:
+            say(
+                f"{self.root}: keeps {kept} finished segment(s): the same command resumes from them "
+                "(delete the folder to start afresh)"
+            )
+        else:
+            self.remove()
 
 
 def segment_key(path: Path, settings: dict) -> dict:
