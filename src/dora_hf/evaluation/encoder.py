@@ -25,6 +25,7 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from ..errors import DoraUserError
+from ..folders.weight_files import named_weight_errors
 from ..modeling import DoraImageProcessor
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
@@ -80,7 +81,7 @@ def load_encoder(
     config = _load_config(name_or_path, revision)
     _check_vit_like(name_or_path, config)
     try:
-        with _quiet_loading_report(progress):  # missing weights are refused below, in one line
+        with _quiet_loading_report(progress), named_weight_errors(name_or_path, revision):  # missing weights: below
             model, loading = AutoModel.from_pretrained(name_or_path, revision=revision, output_loading_info=True)
     except (OSError, ValueError, KeyError) as err:
         raise DoraUserError(f"{name_or_path}: could not load the model weights ({_first_line(err)})") from err

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import DoraUserError
 from ..folders.staged_folder import staged_folder
+from ..folders.weight_files import named_weight_errors
 
 if TYPE_CHECKING:  # imported where used, so that `dora-hf export --help` imports neither torch nor transformers
     from ..modeling import DoraForPreTraining, DoraModel, DoraPreTrainedModel
@@ -173,7 +174,8 @@ def load_saved_model(folder: Path, backbone_only: bool) -> DoraPreTrainedModel:
     cls = DoraModel if backbone_only else classes.get(names[0])
     if cls is None:
         raise DoraUserError(f"{folder}: architecture {names[0]!r} is not a DoRA class ({', '.join(classes)})")
-    model, info = cls.from_pretrained(folder, output_loading_info=True)
+    with named_weight_errors(folder):
+        model, info = cls.from_pretrained(folder, output_loading_info=True)
     problems = {kind: sorted(info.get(kind) or []) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if any(problems.values()):
         found = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(map(str, keys))}" for kind, keys in problems.items() if keys)
