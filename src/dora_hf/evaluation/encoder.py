@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,10 +153,32 @@ def _load_config(name_or_path: str, revision: str | None) -> PretrainedConfig:
             raise DoraUserError(f"{path}: is a file; pass a model folder (with config.json) or a hub id")
         if not (path / "config.json").is_file():
             raise DoraUserError(f"{path}: not a model folder (no config.json); export one with `dora-hf export`")
+        _refuse_timm_folder(path)
     try:
         return AutoConfig.from_pretrained(name_or_path, revision=revision)
     except (OSError, ValueError, KeyError) as err:
         raise DoraUserError(f"{name_or_path}: could not read the model configuration ({_first_line(err)})") from err
+    except ImportError as err:  # a configuration whose model needs a library not installed (timm, say)
+        raise DoraUserError(
+            f"{name_or_path}: its model needs a library that is not installed ({_first_line(err)}); evaluation "
+            "loads DoRA and transformers ViT models"
+        ) from err
+
+
+def _refuse_timm_folder(path: Path) -> None:
+    """A timm export (`dora-hf export --format timm`) is for timm's `create_model`, not transformers:
+    its config.json names an ``architecture`` and no ``model_type``, which transformers would hand to
+    its timm wrapper (an ImportError without timm, and no ViT-style config with it)."""
+    try:
+        record = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # AutoConfig reports an unreadable file
+    if isinstance(record, dict) and "architecture" in record and "model_type" not in record:
+        raise DoraUserError(
+            f"{path}: is a timm export (architecture {record['architecture']!r}, for timm.create_model), not a "
+            "transformers model; give the model folder it was exported from, or export the same source with "
+            "--format dora (the default) or --format vit"
+        )
 
 
 def _check_vit_like(name_or_path: str, config: PretrainedConfig) -> None:
