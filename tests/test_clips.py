@@ -572,14 +572,21 @@ def test_corrupt_shard_is_named(tmp_path: Path, bad: int) -> None:
         list(stream(folder, shuffle=False))
 
 
-def test_corrupt_row_group_is_named(tmp_path: Path) -> None:
-    # The footer is intact (the shard opens), the image pages of one row group are not.
-    folder = write_dataset(tmp_path / "d", make_rows(VIDEOS), 2, rows_per_group=20)
+def with_a_corrupt_row_group(folder: Path) -> Path:
+    """A dataset whose second shard's row group 1 has damaged image pages; its footer is intact (the
+    shard opens, sizes and row counts match). Returns that shard."""
+    write_dataset(folder, make_rows(VIDEOS), 2, rows_per_group=20)
     shard = sorted((folder / "data").glob("*.parquet"))[1]
     chunk = pq.read_metadata(shard).row_group(1).column(0)  # image.bytes
     data = bytearray(shard.read_bytes())
     data[chunk.data_page_offset : chunk.data_page_offset + 64] = b"\xff" * 64
     shard.write_bytes(bytes(data))
+    return shard
+
+
+def test_corrupt_row_group_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    shard = with_a_corrupt_row_group(folder)
     s = stream(folder, shuffle=False)
     with pytest.raises(DoraUserError, match=rf"cannot read shard .*{shard.name} \(row group 1\)"):
         list(s)

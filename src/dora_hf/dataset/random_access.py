@@ -74,7 +74,7 @@ def open_prepared_dataset(
         builder.download_and_prepare()
         dataset = builder.as_dataset(split=split)
     except Exception as err:
-        raise DoraUserError(f"cannot read {label}: {type(err).__name__}: {err}") from err
+        raise _unreadable(label, names, folder, err) from err
     missing = [c for c in (*_META_COLUMNS, "image") if c not in dataset.column_names]
     if missing:
         raise DoraUserError(
@@ -83,6 +83,25 @@ def open_prepared_dataset(
     if len(dataset) != sum(shard_rows):
         raise DoraUserError(f"{label}: its shards hold {sum(shard_rows)} rows but the dataset cache holds {len(dataset)}")
     return dataset, names, shard_rows, folder
+
+
+def _unreadable(label: str, names: Sequence[str], folder: Path, err: Exception) -> DoraUserError:
+    """The error for a dataset ``datasets`` could not convert: it names no shard (a corrupt page
+    says only "An error occurred while generating the dataset"), so the shards are read again,
+    row group by row group, to name the first that fails, with the check that compares them all."""
+    for name in names:
+        group = None
+        try:
+            file = pq.ParquetFile(name)
+            for group in range(file.num_row_groups):
+                file.read_row_group(group, use_threads=False)
+        except Exception as bad:  # noqa: BLE001 - pyarrow raises several kinds
+            where = f" (row group {group})" if group is not None else ""
+            return DoraUserError(
+                f"cannot read shard {name}{where}: {type(bad).__name__}: {' '.join(str(bad).split())}; the shard is corrupt: "
+                f"`dora-hf verify-data {folder}` checks every shard against the manifest prepare-data wrote"
+            )
+    return DoraUserError(f"cannot read {label}: {type(err).__name__}: {err}")
 
 
 class ClipDataset(torch.utils.data.Dataset):
