@@ -70,6 +70,16 @@ class Stretch:
         return asdict(self)
 
 
+def frame_kind(grey: np.ndarray, previous: np.ndarray | None) -> str | None:
+    """``blank`` (a spread under :data:`BLANK_STD`), ``frozen`` (no pixel changed by
+    :data:`FROZEN_MAX_CHANGE` since ``previous``) or None, for a frame's :func:`grey_thumbnail`."""
+    if float(grey.std()) < BLANK_STD:
+        return BLANK
+    if previous is not None and float(np.abs(grey - previous).max()) < FROZEN_MAX_CHANGE:
+        return FROZEN
+    return None
+
+
 def grey_thumbnail(image: PILImage.Image) -> np.ndarray:
     """The small grey copy of a frame, as float32."""
     return np.asarray(image.convert("L").resize(THUMBNAIL_SIZE, PILImage.Resampling.BOX), dtype=np.float32)
@@ -113,11 +123,7 @@ class StretchFilter(Generic[T]):
     def classify_thumbnail(self, grey: np.ndarray) -> str | None:
         """:meth:`classify` for a frame's :func:`grey_thumbnail`, computed where the frame was decoded."""
         previous, self._previous = self._previous, grey
-        if float(grey.std()) < BLANK_STD:
-            return BLANK
-        if previous is not None and float(np.abs(grey - previous).max()) < FROZEN_MAX_CHANGE:
-            return FROZEN
-        return None
+        return frame_kind(grey, previous)
 
     def push(self, index: int, timestamp: float, image: PILImage.Image, item: T) -> list[tuple[T, str | None]]:
         """Account for the next kept frame; return the frames decided by it."""

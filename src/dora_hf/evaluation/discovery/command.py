@@ -4,6 +4,7 @@ against the moving foreground, `scoring`)."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..._arguments import at_least, non_negative_float
 from ...errors import DoraUserError
@@ -76,6 +77,13 @@ def run_discovery(args: argparse.Namespace) -> dict:
         frame_step=args.frame_step, start=args.start, seed=args.seed, progress=not args.no_progress,
     )[backbone.name]
     scores, size = run.scores, run.size
+    if run.nothing_to_find is not None:
+        print(
+            f"warning: {args.video}: {run.nothing_to_find}, so it has no foreground to discover and the figures "
+            "below measure nothing about the model (precision, chance and best IoU are against an empty foreground: "
+            "0); score a video with moving objects",
+            file=sys.stderr,
+        )
     names = {
         "precision": ("precision", "Foreground precision of tracked masks"),
         "chance": ("foreground_share", "Foreground share of the frame (chance precision)"),
@@ -101,5 +109,8 @@ def run_discovery(args: argparse.Namespace) -> dict:
             "num_objects": run.num_objects,
             "baseline": "random pixels with each object's area per frame",
         },
-        details={"model": scores["model"], "random": scores["random"], "clips": scores["clips"]},
+        details={
+            "model": scores["model"], "random": scores["random"], "clips": scores["clips"],
+            **({"nothing_to_find": run.nothing_to_find} if run.nothing_to_find is not None else {}),
+        },
     )

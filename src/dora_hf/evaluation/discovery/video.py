@@ -29,6 +29,8 @@ class DiscoveryRun:
     num_frames: int
     size: int
     num_objects: int
+    nothing_to_find: str | None = None
+    """Why the video holds no foreground to discover (every frame blank, or none moving); None when it may."""
 
 
 def backbone_tracker(backbone: FrozenEncoder, size: int, num_objects: int, seed: int = 0) -> Tracker:
@@ -86,11 +88,34 @@ def discover_in_video(
     if frames.shape[0] < settings.clip_frames:
         raise DoraUserError(f"{video}: {frames.shape[0]} frames, fewer than --clip-frames {settings.clip_frames}")
     reference = foreground_reference(frames, settings)
+    nothing = nothing_to_find(frames)
     runs = {}
     for name, backbone in backbones.items():
         side = size or backbone.image_size
         objects = num_objects or default_num_objects(backbone)
         track = backbone_tracker(backbone, side, objects, seed)
         scores = evaluate_discovery(frames, track, settings, seed=seed, progress=progress, reference=reference)
-        runs[name] = DiscoveryRun(scores=scores, num_frames=int(frames.shape[0]), size=side, num_objects=objects)
+        runs[name] = DiscoveryRun(
+            scores=scores, num_frames=int(frames.shape[0]), size=side, num_objects=objects, nothing_to_find=nothing
+        )
     return runs
+
+
+def nothing_to_find(frames: torch.Tensor) -> str | None:
+    """Why uint8 frames `(T, 3, H, W)` hold no foreground, by `prepare-data`'s blank and frozen rules:
+    every frame blank (no structure anywhere), or none changing from the one before (the foreground
+    is what moves); None otherwise."""
+    from PIL import Image
+
+    from ...prepare.blank_frozen import BLANK, BLANK_STD, FROZEN_MAX_CHANGE, frame_kind, grey_thumbnail
+
+    kinds, previous = [], None
+    for frame in frames:
+        grey = grey_thumbnail(Image.fromarray(frame.permute(1, 2, 0).numpy()))
+        kinds.append(frame_kind(grey, previous))
+        previous = grey
+    if all(kind == BLANK for kind in kinds):
+        return f"every frame read is blank (its grey spread is under {BLANK_STD:g} levels: no structure anywhere)"
+    if all(kind is not None for kind in kinds[1:]):
+        return f"no frame read differs from the one before by {FROZEN_MAX_CHANGE:g} grey levels anywhere (nothing moves)"
+    return None
