@@ -26,7 +26,7 @@ RUN_CLI = textwrap.dedent(
         code = main(sys.argv[1:])
     except SystemExit as exit:
         code = exit.code
-    heavy = sorted(name for name in ("torch", "transformers", "accelerate", "evaluate") if name in sys.modules)
+    heavy = sorted(name for name in ("torch", "transformers", "accelerate", "evaluate", "gradio") if name in sys.modules)
     print("REPORT " + json.dumps({"code": code, "heavy": heavy}))
     """
 )
@@ -45,6 +45,7 @@ OPTION_SHOWN = {
     "eval": "knn",
     "visualize": "--num-frames",
     "push": "--repo-id",
+    "space": "--model",
 }
 
 

@@ -24,7 +24,7 @@ FLOORS = {
     "training": 5, "evaluation": 5,
     "publish": 6,
     "pretrain": 7,
-    "demo": 8,
+    "demo": 8, "space": 8,
     "cli": 9, "__init__": 9,
 }
 # Parts on one floor that must not import each other all the same.

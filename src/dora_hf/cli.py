@@ -24,7 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("dora_hf.publish.export", "export a training checkpoint's teacher as a transformers model folder"),
     "eval": ("dora_hf.evaluation.commands", "evaluate a frozen encoder: k-NN, linear probe, DAVIS-2017 J&F, object discovery"),
     "visualize": ("dora_hf.evaluation.visualize.command", "draw the objects a model discovers and tracks through a video (GIF or PNG)"),
-    "push": ("dora_hf.publish.push", "upload an exported model or a prepared dataset folder to the Hugging Face Hub"),
+    "push": ("dora_hf.publish.push", "upload an exported model, a prepared dataset or a Space folder to the Hugging Face Hub"),
+    "space": ("dora_hf.space.command", "serve the demo page: upload a clip, see the objects a model discovers and tracks"),
 }
 
 

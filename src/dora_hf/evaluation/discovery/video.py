@@ -40,10 +40,10 @@ def backbone_tracker(backbone: FrozenEncoder, size: int, num_objects: int, seed:
     heads are drawn per clip from one seeded generator, so a run is reproducible.
     """
     from ..tracker_features import read_tracker_features, tracking_head_for
+    from ..visualize.clip_tracks import model_input_size
     from ..visualize.mask_figure import clip_to_pixel_values
 
-    if size % backbone.patch_size:
-        raise DoraUserError(f"--size {size}: must be a multiple of the patch size {backbone.patch_size}")
+    size = model_input_size(backbone, size)
     head = tracking_head_for(backbone.model.config, num_objects)
     mean, std = backbone.pixel_mean_std()
     generator = torch.Generator().manual_seed(seed)

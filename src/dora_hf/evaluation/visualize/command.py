@@ -20,7 +20,6 @@ from ...errors import DoraUserError
 # The drawing itself (torch, transformers, numpy) is imported by the functions that do it, so
 # that `dora-hf visualize --help` and argument errors need none of them.
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from ...modeling import DoraTrackingOutput
@@ -53,68 +52,28 @@ def visualize(
     device: str | torch.device = "cpu",
 ) -> Visualization:
     """Track objects through frames of ``source`` with ``model`` and draw them to ``out`` (.gif or .png)."""
-    import torch
-
     from ..encoder import load_encoder
     from ..frame_input import read_frames
-    from ..tracker_features import read_tracker_features, tracking_head_for
-    from .mask_figure import (
-        clip_to_pixel_values,
-        draw_tracking_grid,
-        to_uint8_frames,
-        tracking_scores,
-    )
+    from .clip_tracks import model_input_size, track_clip
+    from .mask_figure import draw_tracking_grid
     from .track_animation import draw_animation_frames, save_gif
 
     out = Path(out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise DoraUserError(f"--out {out}: must end in .gif (animation) or .png (grid)")
     backbone = load_encoder(model, revision=model_revision, device=device)
-    config = backbone.model.config
-    size = size or backbone.image_size
-    if size % backbone.patch_size:
-        raise DoraUserError(f"--size {size}: must be a multiple of the patch size {backbone.patch_size}")
-    objects = num_objects or int(getattr(config, "num_objects", min(3, backbone.num_heads)))
-    head = tracking_head_for(config, objects)
+    model_input_size(backbone, size)  # before decoding anything
     frames = read_frames(source, num_frames, step, start)
-
-    mean, std = backbone.pixel_mean_std()
-    pixel_values = clip_to_pixel_values(frames, size, mean, std).to(backbone.device)  # (1, T, 3, S, S)
-    interpolate = size != backbone.image_size
-    flat = pixel_values.flatten(0, 1)
-    features = read_tracker_features(backbone.model, flat, interpolate)
-    generator = torch.Generator().manual_seed(seed)
-    try:
-        with torch.inference_mode():
-            tracks = head(features, pixel_values, head_indices, generator)
-    except ValueError as err:  # explicit head indices that do not fit the model
-        raise DoraUserError(str(err)) from err
-
-    originals = to_uint8_frames(pixel_values[0], mean, std)
-    masks = tracks.masks[0].cpu().numpy()
-    heads = tracks.head_indices.tolist()
-    maps = attention_maps(backbone.model, flat, size, interpolate) if attention else None
+    clip = track_clip(backbone, frames, size, num_objects, head_indices, seed, attention)
     if out.suffix.lower() == ".gif":
-        scores = tracking_scores(tracks)
-        pictures = draw_animation_frames(originals, masks, heads, scores, maps, display=display, title=Path(model).name)
+        pictures = draw_animation_frames(
+            clip.frames, clip.masks, clip.heads, clip.scores, clip.attention, display=display, title=Path(model).name
+        )
         save_gif(pictures, out, fps)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        draw_tracking_grid(originals, masks, heads, maps, tile=min(display, 160), scores=tracking_scores(tracks)).save(out)
-    return Visualization(path=out, tracks=tracks, num_frames=frames.shape[0])
-
-
-def attention_maps(model: torch.nn.Module, pixel_values: torch.Tensor, size: int, interpolate: bool) -> np.ndarray:
-    """`(T, h, size, size)` last-block [CLS] attention of every head, upsampled to the frame."""
-    import torch.nn.functional as F
-
-    from ..tracker_features import last_block_features
-
-    features = last_block_features(model, pixel_values, interpolate)
-    patch = int(model.config.patch_size)
-    grid = (size // patch, size // patch)
-    maps = features.cls_attention.reshape(*features.cls_attention.shape[:2], *grid).float()
-    return F.interpolate(maps, size=(size, size), mode="nearest").cpu().numpy()
+        draw_tracking_grid(clip.frames, clip.masks, clip.heads, clip.attention, tile=min(display, 160), scores=clip.scores).save(out)
+    return Visualization(path=out, tracks=clip.tracks, num_frames=frames.shape[0])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -118,10 +118,32 @@ def draw_tracking_grid(
     ]
     rows.append(("all objects", tint(originals, combined, colours, alpha=0.5 if scores is not None else 0.45), (0, 0, 0)))
     if attention is not None:
-        for head in range(attention.shape[1]):
-            maps = resize_maps(attention[:, head], size)
-            rows.append((f"attention\nhead {head}", np.stack([heat_overlay(f, m) for f, m in zip(originals, maps)]), (0, 0, 0)))
+        rows += _attention_rows(originals, attention, size)
+    return _grid(rows, count, size)
 
+
+def draw_attention_grid(frames: np.ndarray, attention: np.ndarray, tile: int | None = None) -> Image.Image:
+    """The frames `(T, S, S, 3)` over one row per head of their [CLS] attention `(T, h, S, S)`."""
+    size = tile or frames.shape[1]
+    originals = resize_frames(frames, size)
+    return _grid([("frames", originals, (0, 0, 0)), *_attention_rows(originals, attention, size)], frames.shape[0], size)
+
+
+Row = tuple[str, np.ndarray, tuple[int, int, int]]
+"""A figure row: its label, `(T, size, size, 3)` pictures, the label's colour."""
+
+
+def _attention_rows(originals: np.ndarray, attention: np.ndarray, size: int) -> list[Row]:
+    """One row per head: its [CLS] attention `(T, h, S, S)` as heat over the frames."""
+    rows = []
+    for head in range(attention.shape[1]):
+        maps = resize_maps(attention[:, head], size)
+        rows.append((f"attention\nhead {head}", np.stack([heat_overlay(f, m) for f, m in zip(originals, maps)]), (0, 0, 0)))
+    return rows
+
+
+def _grid(rows: list[Row], count: int, size: int) -> Image.Image:
+    """The rows one under the other, a labelled column per frame."""
     label_w, header_h, gap = 84, 16, 3
     canvas = Image.new("RGB", (label_w + count * (size + gap), header_h + len(rows) * (size + gap)), "white")
     draw = ImageDraw.Draw(canvas)
