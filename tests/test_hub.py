@@ -26,6 +26,7 @@ import torch
 import yaml
 from blocked_import import BLOCK_DORA_HF
 from hub_server import LocalHub
+from recording_hub import RecordingHub
 
 from dora_hf import cli
 from dora_hf.errors import DoraUserError
@@ -340,39 +341,6 @@ def test_server_stopped_mid_download_fails_clearly_and_leaves_no_corrupt_cache(p
 
 
 # --- dora-hf push -------------------------------------------------------------------------------
-
-
-class RecordingHub:
-    """Stands in for the Hub's write API (olah has none): records calls, lists what upload_folder would send."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from huggingface_hub import HfApi
-
-        self.calls: list[tuple[str, dict]] = []
-        real_prepare = HfApi._prepare_upload_folder_additions
-        monkeypatch.setattr(HfApi, "_validate_yaml", lambda self, **kwargs: None)
-
-        def create_repo(api, repo_id, **kwargs):
-            self.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-
-        def create_branch(api, repo_id, **kwargs):
-            self.calls.append(("create_branch", {"repo_id": repo_id, **kwargs}))
-
-        def upload_folder(api, *, repo_id, folder_path, ignore_patterns=None, **kwargs):
-            from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS
-
-            patterns = list(ignore_patterns or []) + DEFAULT_IGNORE_PATTERNS  # what upload_folder adds itself
-            operations = real_prepare(api, folder_path, "", ignore_patterns=patterns, repo_type=kwargs.get("repo_type"))
-            self.calls.append(("upload_folder", {"repo_id": repo_id, **kwargs, "files": [op.path_in_repo for op in operations]}))
-
-            class Commit:
-                commit_url = f"https://hub.invalid/{repo_id}/commit/0"
-
-            return Commit()
-
-        monkeypatch.setattr(HfApi, "create_repo", create_repo)
-        monkeypatch.setattr(HfApi, "create_branch", create_branch)
-        monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
 
 
 def test_push_dry_run_lists_exactly_what_is_uploaded(exported_model, tmp_path, capsys, monkeypatch):

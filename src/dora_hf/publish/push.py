@@ -1,11 +1,14 @@
-"""`dora-hf push DIR --repo-id ORG/NAME`: upload an exported model or a prepared dataset to the Hub.
+"""`dora-hf push DIR --repo-id ORG/NAME`: upload an exported model, a prepared dataset or a Space to the Hub.
 
 Everything that can be checked locally is checked before the first network call, so a typo costs
-no upload: the folder exists and is what `--repo-type` says (a `dora-hf export` model folder or a
-`dora-hf prepare-data` dataset folder), its card's metadata parses, a dataset's shards match its
-manifest (names, sizes, rows and sha256: nothing missing, extra, truncated or altered is
-uploaded), the repo id is `ORG/NAME` and a token is available. `--dry-run` prints exactly the
-files `upload_folder` would send, and how they go up, and contacts nobody. The upload itself is
+no upload: the folder exists and is what `--repo-type` says (a `dora-hf export` model folder, a
+`dora-hf prepare-data` dataset folder or a Space folder such as `spaces/dora-tracks`), its card's
+metadata parses, a dataset's shards match its manifest (names, sizes, rows and sha256: nothing
+missing, extra, truncated or altered is uploaded), a Space's `app_file` is there and its
+requirements install dora-hf (pinned to the pushing version), the repo id is `ORG/NAME` and a token
+is available. Secrets (`.env`, keys), links out of the folder and editor leftovers are left out
+with a line each (`upload_files`). `--dry-run` prints exactly the files the push sends, and how
+they go up, and contacts nobody. The upload itself is
 `huggingface_hub`'s `create_repo` (+ `create_branch`) and `upload_folder`. With `hf_xet` (a
 dependency of huggingface_hub >= 2.4, which has no separate `upload_large_folder`) `upload_folder`
 streams the files and commits a large folder in several batches, and running the same push again
@@ -18,26 +21,27 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import shutil
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from huggingface_hub import DatasetCard, HfApi, ModelCard, get_token
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-from huggingface_hub.utils import (
-    DEFAULT_IGNORE_PATTERNS,
-    filter_repo_objects,
-    validate_repo_id,
-)
+from huggingface_hub.utils import validate_repo_id
 
 from ..dataset.manifest import VerifyReport, verify_folder
 from ..errors import DoraUserError
 from ..folders.output_folder import MARKER_FILE
+from .space_folder import REQUIREMENTS, PinnedRequirements, check_space_folder, looks_like_space
+from .upload_files import FolderFiles, LeftOut, list_upload_files
 
 IGNORE_PATTERNS: tuple[str, ...] = ("__pycache__/*", "*/__pycache__/*", "*.pyc", ".DS_Store", "*/.DS_Store", MARKER_FILE)
 """Never uploaded (on top of huggingface_hub's own `.git` and `.cache/huggingface`); the dora-hf
 marker only says which local command wrote the folder."""
 
+REPO_TYPES = ("model", "dataset", "space")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 MODEL_FILES = ("config.json", "preprocessor_config.json", "README.md")
 DATASET_FILES = ("README.md", "prepare_info.json")
@@ -60,6 +64,12 @@ class UploadPlan:
     files: tuple[tuple[str, int], ...]
     verified: VerifyReport | None = None
     """A dataset's shards as checked against its manifest."""
+    left_out: tuple[LeftOut, ...] = ()
+    """Files of the folder not uploaded (secrets, links out of it, leftovers), each with why."""
+    pinned: PinnedRequirements | None = None
+    """A Space's requirements.txt as pushed (dora-hf pinned), in place of the folder's."""
+    rewrites: dict[str, bytes] = field(default_factory=dict)
+    """Files sent with other contents than the folder's (path in repo -> bytes)."""
 
     @property
     def total_bytes(self) -> int:
@@ -93,7 +103,8 @@ class UploadPlan:
         )
         width = max(len(path) for path, _ in self.files)
         lines = [head] + [f"  {path:<{width}}  {format_bytes(size):>9}" for path, size in self.files]
-        return "\n".join(lines + ([self.verified_line()] if self.verified else []) + [self.method_line()])
+        notes = [item.line() for item in self.left_out] + ([self.pinned.line()] if self.pinned else [])
+        return "\n".join(lines + notes + ([self.verified_line()] if self.verified else []) + [self.method_line()])
 
     def verified_line(self) -> str:
         """What the manifest check found, for a dataset."""
@@ -122,11 +133,13 @@ def format_bytes(size: int) -> str:
 
 
 def folder_kind(folder: Path) -> str | None:
-    """'model' for an exported DoRA model folder, 'dataset' for a prepared one, else None."""
+    """'model' for an exported DoRA model folder, 'dataset' for a prepared one, 'space' for a Space, else None."""
     if (folder / "config.json").is_file():
         return "model"
     if (folder / "prepare_info.json").is_file() or any((folder / "data").glob("*.parquet")):
         return "dataset"
+    if looks_like_space(folder):
+        return "space"
     return None
 
 
@@ -161,7 +174,7 @@ def check_dataset_folder(folder: Path) -> VerifyReport:
             "(make one with `dora-hf prepare-data`)"
         )
     _check_card(folder / "README.md", DatasetCard)
-    shards = [name for name, _ in _listed_files(folder) if name.endswith(".parquet")]
+    shards = [name for name, _ in list_upload_files(folder, IGNORE_PATTERNS).files if name.endswith(".parquet")]
     return verify_folder(folder, shards, checksums=True)
 
 
@@ -204,28 +217,41 @@ def plan_upload(folder: str | Path, repo_id: str, repo_type: str = "model") -> U
         raise DoraUserError(f"folder not found: {folder}")
     if not folder.is_dir():
         raise DoraUserError(f"{folder} is not a folder: pass a `dora-hf export` or `dora-hf prepare-data` output")
-    if repo_type not in ("model", "dataset"):
-        raise DoraUserError(f"--repo-type must be model or dataset, got {repo_type!r}")
+    if repo_type not in REPO_TYPES:
+        raise DoraUserError(f"--repo-type must be one of {', '.join(REPO_TYPES)}, got {repo_type!r}")
     check_repo_id(repo_id)
     kind = folder_kind(folder)
     if kind is not None and kind != repo_type:
-        flag = "--repo-type dataset" if kind == "dataset" else "no --repo-type (models are the default)"
+        flag = f"--repo-type {kind}" if kind != "model" else "no --repo-type (models are the default)"
         raise DoraUserError(f"{folder} is a {kind} folder, not a {repo_type} folder: pass {flag}")
-    verified = None
+    verified, pinned = None, None
     if repo_type == "model":
         check_model_folder(folder)
-    else:
+    elif repo_type == "dataset":
         verified = check_dataset_folder(folder)
+    else:
+        pinned = check_space_folder(folder)
+    listing = list_upload_files(folder, IGNORE_PATTERNS)
+    rewrites = {REQUIREMENTS: pinned.text.encode()} if pinned else {}
+    files = tuple((name, len(rewrites[name]) if name in rewrites else size) for name, size in listing.files)
+    if not files:
+        raise DoraUserError(f"{folder}: nothing to upload ({len(listing.left_out)} file(s) left out)")
     return UploadPlan(
-        folder=folder, repo_id=repo_id, repo_type=repo_type, files=tuple(_listed_files(folder)), verified=verified
+        folder=folder, repo_id=repo_id, repo_type=repo_type, files=files, verified=verified,
+        left_out=listing.left_out, pinned=pinned, rewrites=rewrites,
     )
 
 
-def _listed_files(folder: Path) -> list[tuple[str, int]]:
-    """The files of `folder` that `upload_folder(ignore_patterns=IGNORE_PATTERNS)` selects, in its order."""
-    paths = {path.relative_to(folder).as_posix(): path for path in sorted(folder.glob("**/*")) if path.is_file()}
-    kept = filter_repo_objects(paths, ignore_patterns=list(IGNORE_PATTERNS) + DEFAULT_IGNORE_PATTERNS)
-    return [(name, paths[name].stat().st_size) for name in kept]
+def _staged_copy(plan: UploadPlan, staging: Path) -> Path:
+    """The planned files copied into ``staging`` (links followed), with the plan's rewrites applied."""
+    for name, _ in plan.files:
+        target = staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if name in plan.rewrites:
+            target.write_bytes(plan.rewrites[name])
+        else:
+            shutil.copyfile(plan.folder / name, target)
+    return staging
 
 
 def push(
@@ -247,29 +273,45 @@ def push(
     message = commit_message or f"Upload {plan.folder.name} with dora-hf push"
     if plan.large and not xet_available():
         print(f"warning: {plan.method_line()}", file=sys.stderr)
-    try:
-        api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=private, exist_ok=True)
-        if revision and revision != "main":
-            api.create_branch(plan.repo_id, branch=revision, repo_type=plan.repo_type, exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=plan.repo_id,
-            folder_path=plan.folder,
-            repo_type=plan.repo_type,
-            revision=revision,
-            commit_message=message,
-            ignore_patterns=list(IGNORE_PATTERNS),
-        )
-    except HfHubHTTPError as err:
-        raise DoraUserError(f"pushing {plan.folder} to {plan.repo_type} repo {plan.repo_id} failed: {err}") from err
+    for item in plan.left_out:
+        print(f"warning: {item.line()}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="dora-hf-push-") as staging:
+        # A folder whose files go up changed (a Space's pinned requirements) is sent from a copy.
+        source = _staged_copy(plan, Path(staging)) if plan.rewrites else plan.folder
+        try:
+            api.create_repo(plan.repo_id, repo_type=plan.repo_type, private=private, exist_ok=True, **_space_sdk(plan))
+            if revision and revision != "main":
+                api.create_branch(plan.repo_id, branch=revision, repo_type=plan.repo_type, exist_ok=True)
+            commit = api.upload_folder(
+                repo_id=plan.repo_id,
+                folder_path=source,
+                repo_type=plan.repo_type,
+                revision=revision,
+                commit_message=message,
+                allow_patterns=FolderFiles(plan.files, plan.left_out).allow_patterns(),
+                ignore_patterns=list(IGNORE_PATTERNS),
+            )
+        except HfHubHTTPError as err:
+            raise DoraUserError(f"pushing {plan.folder} to {plan.repo_type} repo {plan.repo_id} failed: {err}") from err
     return str(commit.commit_url)
+
+
+def _space_sdk(plan: UploadPlan) -> dict[str, str]:
+    """`create_repo` needs a new Space's SDK: the one its README names."""
+    if plan.repo_type != "space":
+        return {}
+    from huggingface_hub import SpaceCard
+
+    return {"space_sdk": str(SpaceCard.load(plan.folder / "README.md").data.to_dict()["sdk"])}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "folder", metavar="DIR", help="a `dora-hf export` model folder or a `dora-hf prepare-data` dataset folder"
+        "folder", metavar="DIR",
+        help="a `dora-hf export` model folder, a `dora-hf prepare-data` dataset folder or a Space folder (spaces/dora-tracks)",
     )
     parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="the Hub repo to push to (created if missing)")
-    parser.add_argument("--repo-type", choices=("model", "dataset"), default="model", help="model (default) or dataset")
+    parser.add_argument("--repo-type", choices=REPO_TYPES, default="model", help="model (default), dataset or space")
     parser.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
     parser.add_argument("--revision", metavar="BRANCH", default=None, help="branch to commit to (created from main if missing)")
     parser.add_argument("--commit-message", default=None, help="message of the upload commit")
