@@ -50,7 +50,7 @@ def check_video(path: str | Path | None, limits: SpaceLimits) -> VideoInfo:
     if info.duration_s > limits.max_seconds:
         raise DoraUserError(
             f"{name}: {format_duration(info.duration_s)} long; this demo takes clips up to "
-            f"{format_duration(limits.max_seconds)}: cut a short piece first (or run `dora-hf visualize` locally)"
+            f"{limits.max_seconds:g} s: cut a short piece first (or run `dora-hf visualize` locally)"
         )
     if info.width * info.height > limits.max_pixels:
         raise DoraUserError(

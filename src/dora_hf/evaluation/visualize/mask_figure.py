@@ -151,7 +151,10 @@ def _grid(rows: list[Row], count: int, size: int) -> Image.Image:
         draw.text((label_w + t * (size + gap) + 2, 2), f"t={t}", fill=(0, 0, 0))
     for r, (label, images, colour) in enumerate(rows):
         y = header_h + r * (size + gap)
-        draw.multiline_text((4, y + size // 2 - 10), label, fill=tuple(int(c) for c in colour))
+        fill = tuple(int(c) for c in colour)
+        if any(fill):  # an object's row: a swatch of its colour, the key to the tinted pictures
+            draw.rectangle((4, y + size // 2 - 9, 13, y + size // 2), fill=fill)
+        draw.multiline_text((18 if any(fill) else 4, y + size // 2 - 10), label, fill=fill)
         for t in range(count):
             canvas.paste(Image.fromarray(images[t]), (label_w + t * (size + gap), y))
     return canvas
