@@ -42,7 +42,9 @@ def test_model_card_metadata_survives_a_round_trip_through_the_file(tmp_path):
     assert loaded.data.eval_results == RESULTS and loaded.data.model_name == "dora-wt-vits16"
     meta = loaded.data
     assert (meta.license, meta.library_name, meta.pipeline_tag) == ("apache-2.0", "transformers", "image-feature-extraction")
-    assert {"dora", "self-supervised", "vision", "image-feature-extraction"} <= set(meta.tags)
+    assert {"discover-and-track", "walking-tours", "arxiv:2310.08584", "self-supervised", "vision",
+            "image-feature-extraction"} <= set(meta.tags)
+    assert "dora" not in meta.tags  # PEFT's DoRA adapters carry that tag on the Hub
     assert meta.datasets == ["me/walking-tours-venice"]
     assert meta.base_recipe == {
         "method": "dora", "architecture": "vit-small-patch16", "image_size": 224, "frames_per_clip": 8,
@@ -67,6 +69,8 @@ def test_model_card_body_loads_with_and_without_the_package_and_lists_recipe_and
     assert "| k-NN classification | ImageNet-1k (validation) | top-1 accuracy (k-NN, k=20) | 0.337 |" in card
     assert "| video-object-segmentation | DAVIS 2017 | J&F mean | 0.573 |" in card
     assert "## Limitations" in card and "@inproceedings{venkataramanan2024imagenet" in card
+    assert "[dora-hf/dora-tracks](https://huggingface.co/spaces/dora-hf/dora-tracks)" in card  # the demo Space
+    assert "(`me/dora-wt-vits16`)" in card and "![" not in card  # no picture unless one is given
 
 
 def test_model_card_without_results_has_no_results_section_or_model_index(tmp_path):
@@ -92,7 +96,8 @@ def test_dataset_card_of_a_prepared_folder_parses_back_with_its_metadata(tiny_fr
     card = DatasetCard.load(tiny_frames_dataset / "README.md")
     meta = card.data.to_dict()
     assert meta["license"] == "cc-by-4.0"
-    assert meta["task_categories"] == ["image-feature-extraction"] and "dora" in meta["tags"]
+    assert meta["task_categories"] == ["image-feature-extraction"] and "dora" not in meta["tags"]
+    assert {"discover-and-track", "walking-tours", "arxiv:2310.08584", "self-supervised"} <= set(meta["tags"])
     assert meta["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}]
     assert meta["dataset_info"]["splits"][0]["num_examples"] == 100
     assert {f["name"] for f in meta["dataset_info"]["features"]} >= {"image", "video_id", "frame_index", "keep_every"}

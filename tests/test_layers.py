@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dora_hf"
 
 # Each top-level part of the package and its floor; a module may import from its own floor and below.
 FLOORS = {
-    "errors": 0, "_lazy": 0, "_moved": 0, "_arguments": 0, "_threads": 0, "auto_registration": 0,
+    "errors": 0, "hub_tags": 0, "_lazy": 0, "_moved": 0, "_arguments": 0, "_threads": 0, "auto_registration": 0,
     "modeling": 1,
     "folders": 2,
     "dataset": 3, "views": 3, "losses": 3,

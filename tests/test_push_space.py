@@ -40,8 +40,8 @@ def test_space_dry_run_lists_exactly_what_the_push_sends_with_dora_hf_pinned(spa
     (space / "__pycache__").mkdir()
     (space / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"x")
     listed, notes = dry_run_listing(space, capsys)
-    assert listed == ["README.md", "app.py", "examples/pedestrians.mp4", "requirements.txt"]
-    assert notes[0].startswith(f"would upload 4 files") and f"to the space repo {SPACE_REPO}, branch main:" in notes[0]
+    assert listed == ["README.md", "app.py", "examples/pedestrians.mp4", "requirements.txt", "tracks.jpg"]
+    assert notes[0].startswith("would upload 5 files") and f"to the space repo {SPACE_REPO}, branch main:" in notes[0]
     version = dora_hf_version()
     assert f"requirements.txt: dora-hf pinned to =={version}, the version pushing it" in "\n".join(notes)
 
@@ -55,7 +55,7 @@ def test_space_dry_run_lists_exactly_what_the_push_sends_with_dora_hf_pinned(spa
     assert f"dora-hf[space]=={version}\n" in sent and "torch" in sent
     assert hub.contents["app.py"] == (space / "app.py").read_bytes()
     assert (space / "requirements.txt").read_text() == (SPACE_DIR / "requirements.txt").read_text()  # the folder is left alone
-    assert "pushed 4 files" in capsys.readouterr().out
+    assert "pushed 5 files" in capsys.readouterr().out
 
 
 def test_secrets_links_out_and_leftovers_are_left_out_with_a_line_each(space, tmp_path, capsys, monkeypatch):
@@ -71,7 +71,7 @@ def test_secrets_links_out_and_leftovers_are_left_out_with_a_line_each(space, tm
     os.symlink(space / "app.py", space / "alias.py")  # inside the folder: uploaded
     os.symlink(tmp_path / "gone", space / "broken.py")
     listed, notes = dry_run_listing(space, capsys)
-    assert listed == ["README.md", "alias.py", "app.py", "examples/pedestrians.mp4", "requirements.txt"]
+    assert listed == ["README.md", "alias.py", "app.py", "examples/pedestrians.mp4", "requirements.txt", "tracks.jpg"]
     left = {line.split()[2]: line for line in notes if line.startswith("left out: ")}
     assert set(left) == {".env", "keys/id_rsa", "app.py~", ".app.py.swp", "notes.txt", "linked-dir", "broken.py"}
     assert f"a link to {tmp_path}, outside the folder" in left["linked-dir"]

@@ -14,10 +14,13 @@ from datasets import Image
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from ..dataset.split_parts import PART_KEY, SplitRecord
+from ..hub_tags import FINDABLE_TAGS
 from .options import TARGET_KEPT_PER_STEP, PrepareOptions
 from .shard_writer import FRAME_FEATURES
 from .summary import PrepareSummary, VideoSummary
 from .video_decode import format_duration
+
+DATASET_TAGS = ["video", "video-frames", "self-supervised-learning", *FINDABLE_TAGS]
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[1] / "model_cards" / "dataset_card_template.md"
 """The dataset card template in a source checkout."""
@@ -31,7 +34,7 @@ def render_dataset_card(summary: PrepareSummary, split: SplitRecord | None = Non
         license=options.license,
         pretty_name=_pretty_name(summary, split),
         task_categories=["image-feature-extraction"],
-        tags=["video", "video-frames", "self-supervised-learning", "dora", "walking-tours"],
+        tags=DATASET_TAGS,
         size_categories=[_size_category(summary.num_rows)],
         configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
         dataset_info={

@@ -14,11 +14,13 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..hub_tags import FINDABLE_TAGS
 from ..modeling import DoraConfig
+from .hub_names import SPACE_ID, hub_url
 
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "model_card_template.md"
 
-TAGS = ["dora", "self-supervised", "vision", "image-feature-extraction", "vit", "dino"]
+TAGS = [*FINDABLE_TAGS, "vision", "image-feature-extraction", "vit", "dino"]
 
 _VIT_SIZES = {(192, 12, 3): "tiny", (384, 12, 6): "small", (768, 12, 12): "base", (1024, 24, 16): "large"}
 
@@ -59,7 +61,7 @@ def loss_name(recipe: Mapping[str, Any]) -> str:
     return "reference-compatible" if recipe.get("reference_compat_loss") else "intended"
 
 
-def base_recipe(config: DoraConfig, recipe: Mapping[str, Any], step: int) -> dict[str, Any]:
+def base_recipe(config: DoraConfig, recipe: Mapping[str, Any], step: int | None) -> dict[str, Any]:
     """The `base_recipe` metadata: what defines the run, machine-readable (architecture, clips, batch, steps, loss)."""
     return {
         "method": method_of(recipe),
@@ -75,13 +77,13 @@ def base_recipe(config: DoraConfig, recipe: Mapping[str, Any], step: int) -> dic
     }
 
 
-def training_rows(recipe: Mapping[str, Any], step: int) -> list[tuple[str, str]]:
-    """The recipe as (item, value) rows of the card's training table."""
+def training_rows(recipe: Mapping[str, Any], step: int | None) -> list[tuple[str, str]]:
+    """The recipe as (item, value) rows of the card's training table (``step`` None: not recorded)."""
     dataset = recipe.get("dataset") or ""
     data = ", ".join(f"`{d}`" for d in dataset) if isinstance(dataset, list) else f"`{dataset}`"
     return [
         ("data", data),
-        ("steps", str(step)),
+        ("steps", str(step) if step is not None else f"not recorded ({recipe.get('epochs')} epochs)"),
         ("clips", f"{recipe.get('frames_per_clip')} frames, {recipe.get('clip_step')} source frames apart"),
         ("batch per device", str(recipe.get("batch_size_per_device"))),
         ("learning rate", f"{recipe.get('base_learning_rate')} x batch / 256, warm-up {recipe.get('warmup_epochs')} epochs, cosine to {recipe.get('min_learning_rate')}"),
@@ -110,15 +112,19 @@ def result_rows(eval_results: Sequence[EvalResult]) -> list[dict[str, str]]:
 def render_model_card(
     config: DoraConfig,
     recipe: Mapping[str, Any],
-    step: int,
+    step: int | None,
     repo_id: str = "path/to/this/folder",
     model_name: str = "DoRA ViT",
     eval_results: Sequence[EvalResult] | None = None,
+    demo_image: str | None = None,
+    origin: str | None = None,
 ) -> ModelCard:
     """The card of an exported teacher: Hub metadata, how to load it, the run's recipe and any results.
 
     `eval_results` (k-NN, linear probe, ...) go both into the `model-index` metadata the Hub shows
-    and into a results table in the body.
+    and into a results table in the body. The card links the demo Space (which takes any model id);
+    `demo_image`, a picture's URL, is shown beside the link. `origin` (Markdown) says where the weights
+    come from when they are not this package's export of a run, e.g. a converted checkpoint.
     """
     datasets = hub_dataset_ids(recipe.get("dataset"))
     card_data = ModelCardData(
@@ -140,6 +146,10 @@ def render_model_card(
         results=result_rows(eval_results or []),
         architecture=architecture_name(config),
         method=method_of(recipe),
+        space_id=SPACE_ID,
+        space_url=hub_url(SPACE_ID, "space"),
+        demo_image=demo_image,
+        origin=origin,
         **{key: getattr(config, key) for key in (
             "hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "image_size",
             "head_out_dim", "head_bottleneck_dim", "num_objects", "sinkhorn_iterations", "mask_mode",

@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from transformers import BitImageProcessorPil, ViTConfig, ViTModel
 
 from ..errors import DoraUserError
+from ..hub_tags import FINDABLE_TAGS
 from ..modeling import DoraConfig, DoraImageProcessor, DoraModel
 from .weight_names import TO_TIMM, rename
 
@@ -180,7 +181,7 @@ def write_vit(backbone: DoraModel, processor: DoraImageProcessor, folder: Path, 
     check_same_features(backbone, load_vit(folder))
     BitImageProcessorPil(**processor_settings(processor)).save_pretrained(folder)
     _card(
-        {"library_name": "transformers", "pipeline_tag": "image-feature-extraction", "tags": ["dora", "vit", "dino"]},
+        {"library_name": "transformers", "pipeline_tag": "image-feature-extraction", "tags": [*FINDABLE_TAGS, "vit", "dino"]},
         "transformers ViTModel",
         "```python\nfrom transformers import AutoImageProcessor, ViTModel\n\n"
         f'model = ViTModel.from_pretrained("{name}")\nprocessor = AutoImageProcessor.from_pretrained("{name}", backend="pil")\n'
@@ -223,7 +224,7 @@ def write_timm(backbone: DoraModel, processor: DoraImageProcessor, folder: Path,
     (folder / "config.json").write_text(json.dumps(record, indent=2) + "\n")
     args = ", ".join(f"{key}={value!r}" for key, value in timm_model_args(config).items())
     _card(
-        {"library_name": "timm", "pipeline_tag": "image-feature-extraction", "tags": ["dora", "timm", "dino"]},
+        {"library_name": "timm", "pipeline_tag": "image-feature-extraction", "tags": [*FINDABLE_TAGS, "timm", "dino"]},
         f"timm `{TIMM_ARCHITECTURE}` layout",
         "```python\nimport timm\n\n"
         f'model = timm.create_model("{TIMM_ARCHITECTURE}", pretrained=True, {args},\n'

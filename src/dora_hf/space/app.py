@@ -95,7 +95,7 @@ def build_app(model: str | None = None, examples: list[str | Path] | None = None
                 )
         run.click(
             track, inputs=[video, model_box, objects, frames, step, static],
-            outputs=[animation, strip, attention, discovery, status], concurrency_limit=1,
+            outputs=[animation, strip, attention, discovery, status], concurrency_limit=1, api_name="track",
         )
     return app
 
@@ -103,11 +103,15 @@ def build_app(model: str | None = None, examples: list[str | Path] | None = None
 def serve(
     model: str | None = None,
     examples: list[str | Path] | None = None,
-    host: str = "127.0.0.1",
+    host: str | None = "127.0.0.1",
     port: int | None = None,
     limits: SpaceLimits = SpaceLimits(),
 ) -> None:
-    """Build the page and serve it until interrupted (a Space runs this from `app.py`)."""
+    """Build the page and serve it until interrupted (a Space runs this from `app.py`).
+
+    ``host`` or ``port`` None: gradio's `$GRADIO_SERVER_NAME` / `$GRADIO_SERVER_PORT`, else
+    127.0.0.1 and the first free port from 7860.
+    """
     examples = [Path(path) for path in examples or []]
     missing = [str(path) for path in examples if not path.is_file()]
     if missing:
