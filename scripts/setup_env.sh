@@ -4,7 +4,8 @@
 # Usage: scripts/setup_env.sh [EXTRAS]   e.g. scripts/setup_env.sh train
 # EXTRAS (comma-separated; none: the core install, enough to load and run saved models):
 #   data (prepare-data, verify-data, visualize), train (pretraining, export; includes data),
-#   eval (dora-hf eval; includes data), all, dev (all + pytest).
+#   eval (dora-hf eval; includes data), space (dora-hf space: gradio; includes data), all,
+#   dev (all + faces + browser (playwright, for the page's test in Debian's chromium) + pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import DoraUserError
 from ..prepare.video_decode import VideoInfo, format_duration, probe_video
+from ..publish.push import format_bytes
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ def check_video(path: str | Path | None, limits: SpaceLimits) -> VideoInfo:
     path = Path(path)
     name = path.name
     if path.is_file() and path.stat().st_size > limits.max_bytes:
-        raise DoraUserError(f"{name}: {path.stat().st_size / 1e6:.0f} MB, more than this demo takes ({limits.max_bytes / 1e6:.0f} MB)")
+        raise DoraUserError(
+            f"{name}: {format_bytes(path.stat().st_size)}, more than this demo takes ({format_bytes(limits.max_bytes)})"
+        )
     try:
         info = probe_video(path)
     except DoraUserError as err:  # probe_video names the full temporary path; the page shows the file's name

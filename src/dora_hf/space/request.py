@@ -110,7 +110,7 @@ def run_request(
     progress(0.25, "decoding frames")
     frames = read_frames(info.path, num_frames, step)
     if frames.shape[0] < 2:
-        raise DoraUserError(f"{info.path.name}: only {frames.shape[0]} frame at every {step}th frame; pick a smaller step")
+        raise DoraUserError(f"{info.path.name}: only {frames.shape[0]} frame taking 1 frame in {step}; pick a smaller step")
     progress(0.4, f"discovering and tracking {num_objects} objects through {frames.shape[0]} frames")
     clip = track_clip(backbone, frames, num_objects=num_objects, seed=seed, attention=True)
     progress(0.7, "drawing")
@@ -130,7 +130,7 @@ def run_request(
         result.discovery = discovery_rows(frames, clip.masks, seed)
     result.summary = (
         f"{len(clip.heads)} objects (found by heads {', '.join(map(str, clip.heads))} in frame 1) tracked through "
-        f"{frames.shape[0]} frames, every {step}th of {info.path.name} ({info.describe()})"
+        f"{frames.shape[0]} frames (1 in {step}) of {info.path.name} ({info.describe()})"
     )
     progress(1.0, "done")
     return result
