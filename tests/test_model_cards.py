@@ -51,3 +51,12 @@ def test_the_dataset_card_is_findable_and_links_the_model():
     assert f"[{FLAGSHIP_MODEL_ID}]({hub_url(FLAGSHIP_MODEL_ID)})" in card.text
     assert f'load_dataset("{WALKING_TOURS_DATASET_ID}", split="train", streaming=True)' in card.text
     assert "Venice" in card.text and "| `frame_index` |" in card.text
+
+
+def test_the_space_header_names_the_flagship_model_and_dataset_and_the_same_tags():
+    from huggingface_hub import SpaceCard
+
+    meta = SpaceCard.load(REPO_ROOT / "spaces" / "dora-tracks" / "README.md").data.to_dict()
+    assert (meta["sdk"], meta["app_file"], meta["license"]) == ("gradio", "app.py", "apache-2.0")
+    assert meta["models"] == [FLAGSHIP_MODEL_ID] and meta["datasets"] == [WALKING_TOURS_DATASET_ID]
+    assert FINDABLE <= set(meta["tags"])
