@@ -84,7 +84,8 @@ MOVED_NAMES: dict[tuple[str, str], str] = {
         "METHOD_NAMES", "TRACKER_PACKAGES", "TRAINING_STEPS", "build_loss", "build_model_config", "build_schedules",
         "build_student_and_teacher", "build_views", "check_supported", "compile_backbones_", "make_accelerator")},
     **{(_LOOP, n): "dora_hf.training.data_loading" for n in ("ClipPlan", "build_clip_loader")},
-    **{(_LOOP, n): "dora_hf.training.run_folder" for n in ("check_same_method", "prepare_output_dir")},
+    (_LOOP, "check_same_method"): "dora_hf.training.resume_recipe",
+    (_LOOP, "prepare_output_dir"): "dora_hf.training.run_folder",
     **{(_LOOP, n): "dora_hf.dataset.batches" for n in ("ClipReader", "endless_batches", "collate_clips")},
     (_LOOP, "tracker_config"): "dora_hf.training.trackers",
     **{("dora_hf.evaluation.commands", n): "dora_hf.evaluation.classification.command" for n in (

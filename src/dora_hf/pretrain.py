@@ -38,7 +38,8 @@ from .training.loop import (
     train_loop,
 )
 from .training.recipe import PretrainRecipe
-from .training.run_folder import check_same_method, prepare_output_dir
+from .training.resume_recipe import check_resume_recipe
+from .training.run_folder import prepare_output_dir
 from .training.trackers import tracker_config
 
 __all__ = ["PretrainResult", "make_accelerator", "pretrain"]
@@ -79,9 +80,12 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
         checkpoint = agree_on_checkpoint(
             accelerator, recipe.resume_from_checkpoint, output_dir, exact=not recipe.resume_inexact
         )
-        check_same_method(recipe, checkpoint)
+        check_resume_recipe(
+            recipe, checkpoint, mixed_precision=accelerator.mixed_precision, processes=world,
+            announce=accelerator.is_main_process,
+        )
         load_checkpoint(accelerator, checkpoint)
-        restore_rank_state(load_rank_state(checkpoint, rank), step_fn, reader)
+        restore_rank_state(load_rank_state(checkpoint, rank), step_fn, reader, inexact=recipe.resume_inexact)
         resumed_from = checkpoint
         accelerator.print(f"resumed from {checkpoint} at step {run_state.step}")
 

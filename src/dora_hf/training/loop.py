@@ -9,6 +9,7 @@ resume) and exports and pushes what it leaves; this file is the loop alone, as i
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -29,6 +30,9 @@ from .checkpoints import RunState, save_checkpoint
 from .interrupt import GracefulInterrupt
 from .recipe import PretrainRecipe
 from .step import SelfDistillationStep
+
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingDiverged(DoraUserError):
@@ -80,11 +84,22 @@ def rank_state(step_fn: SelfDistillationStep, reader: ClipReader) -> dict[str, A
     }
 
 
-def restore_rank_state(state: dict[str, Any], step_fn: SelfDistillationStep, reader: ClipReader) -> None:
-    """The inverse of :func:`rank_state`."""
+def restore_rank_state(state: dict[str, Any], step_fn: SelfDistillationStep, reader: ClipReader, inexact: bool = False) -> None:
+    """The inverse of :func:`rank_state`.
+
+    A reader whose setup changed (other data, clips or processes) refuses its saved position; with
+    `inexact` the run instead reads the saved epoch from its start, after a line saying so.
+    """
     step_fn.view_generator.set_state(state["view_generator"])
     step_fn.head_generator.set_state(state["head_generator"])
-    reader.load_state_dict(state["data"])
+    try:
+        reader.load_state_dict(state["data"])
+    except DoraUserError as err:
+        if not inexact:
+            raise DoraUserError(f"{err}; or pass --resume_inexact true to read the saved data epoch from its start") from None
+        epoch = int(state["data"].get("epoch", 0)) if isinstance(state["data"], dict) else 0
+        reader.set_epoch(epoch)
+        logger.warning("%s; resume_inexact: reading data epoch %d from its start instead", err, epoch)
 
 
 def checkpoint_saver(

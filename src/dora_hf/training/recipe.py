@@ -160,8 +160,10 @@ class PretrainRecipe:
     checkpoints_total_limit: int = 3
     resume_from_checkpoint: str | None = None
     resume_inexact: bool = False
-    """Resume from a checkpoint whose RNG states are missing or unreadable, with a warning; the
-    run then cannot repeat an uninterrupted one exactly (by default such a checkpoint is refused)."""
+    """Resume from a checkpoint whose RNG states are missing or unreadable, or with a recipe that
+    changes what the checkpoint's run computed (the batch, the schedules, the data read, the model:
+    `resume_recipe.py`), with a warning; the run then cannot repeat an uninterrupted one exactly (by
+    default such a resume is refused)."""
     report_to: str = "none"
     logging_steps: int = 10
     export_dir: str | None = None

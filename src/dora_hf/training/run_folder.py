@@ -1,9 +1,8 @@
 """The run folder: claimed for one run at a time, continued or replaced only when asked, shared by
-every node or one per node, and a checkpoint continued only by the method that wrote it."""
+every node or one per node (what a checkpoint may be continued with: `resume_recipe.py`)."""
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 from pathlib import Path
@@ -13,7 +12,6 @@ from accelerate.utils import broadcast_object_list, gather_object
 
 from ..errors import DoraUserError
 from ..folders.checkpoint_layout import (
-    RECIPE_FILE,
     complete_checkpoints,
     resolve_checkpoint,
 )
@@ -132,15 +130,3 @@ def _claim_run_folder(recipe: PretrainRecipe, output_dir: Path) -> None:
         claim.release()
         raise
 
-
-def check_same_method(recipe: PretrainRecipe, checkpoint: Path) -> None:
-    """Refuse to continue a checkpoint of the other method (runs from before `method` were DoRA)."""
-    try:
-        trained = json.loads((checkpoint / RECIPE_FILE).read_text()).get("method", "dora")
-    except (OSError, ValueError, AttributeError) as err:
-        raise DoraUserError(f"cannot read the recipe of checkpoint {checkpoint}: {err}") from err
-    if trained != recipe.method:
-        raise DoraUserError(
-            f"recipe key 'method' is {recipe.method!r} but checkpoint {checkpoint} was trained with {trained!r}; "
-            "resume it with the same method"
-        )
