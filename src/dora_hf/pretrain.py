@@ -29,7 +29,7 @@ from .training.builders import (
     make_accelerator,
 )
 from .training.checkpoints import agree_on_checkpoint, load_checkpoint, load_rank_state
-from .training.data_loading import build_clip_loader
+from .training.data_loading import build_clip_loader, stop_loader_workers
 from .training.loop import (
     PretrainResult,
     RunLength,
@@ -104,18 +104,22 @@ def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> 
     if recipe.report_to != "none":
         accelerator.init_trackers("dora-hf", config=tracker_config(recipe, config, views))
     result = PretrainResult(steps=run_state.step, export_dir=None, last_checkpoint=None, teacher=teacher, loss_fn=loss_fn)
-    train_loop(
-        accelerator=accelerator,
-        recipe=recipe,
-        step_fn=step_fn,
-        run_state=run_state,
-        loader=loader,
-        reader=reader,
-        length=length,
-        save=checkpoint_saver(accelerator, recipe, config, run_state, step_fn, reader),
-        result=result,
-        resumed_from=resumed_from,
-    )
+    try:
+        train_loop(
+            accelerator=accelerator,
+            recipe=recipe,
+            step_fn=step_fn,
+            run_state=run_state,
+            loader=loader,
+            reader=reader,
+            length=length,
+            save=checkpoint_saver(accelerator, recipe, config, run_state, step_fn, reader),
+            result=result,
+            resumed_from=resumed_from,
+        )
+    except BaseException:
+        stop_loader_workers(loader)  # else Python's exit could wait for them forever
+        raise
     if result.interrupted:
         accelerator.end_training()
         return result

@@ -84,3 +84,17 @@ def build_clip_loader(
         mode=f"random access over {len(clips.index.videos)} video(s){of_datasets}, uniform over the whole dataset",
     )
     return sampler, torch.utils.data.DataLoader(clips, sampler=sampler, **loader_options), plan
+
+
+def stop_loader_workers(loader: torch.utils.data.DataLoader) -> None:
+    """Shut the loader's persistent workers down now, when the run stops on an error.
+
+    The workers ignore SIGTERM (`leave_stop_signals_to_the_main_process`), so Python's exit, which
+    terminates daemonic children before joining them, would wait for them forever if the loader's
+    iterator were still alive then (it is, when an error's traceback or a reference cycle holds it).
+    """
+    iterator = getattr(loader, "_iterator", None)
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    loader._iterator = None

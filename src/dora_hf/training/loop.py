@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from .._moved import moved_attribute
@@ -26,7 +27,9 @@ from ..dataset.batches import ClipReader, endless_batches
 from ..errors import DoraUserError
 from ..losses.self_distillation import SelfDistillationLoss
 from ..modeling import DoraConfig, DoraForPreTraining
+from ..folders.checkpoint_layout import checkpoint_step
 from .checkpoints import RunState, save_checkpoint
+from .data_errors import DataErrorStop, data_error_line
 from .interrupt import GracefulInterrupt
 from .recipe import PretrainRecipe
 from .step import SelfDistillationStep
@@ -75,12 +78,13 @@ class RunLength:
         return cls(global_batch, steps_per_epoch, total_steps)
 
 
-def rank_state(step_fn: SelfDistillationStep, reader: ClipReader) -> dict[str, Any]:
-    """This process's part of a checkpoint: its view and head generators and its reader position."""
+def rank_state(step_fn: SelfDistillationStep, reader: ClipReader, data_state: dict | None = None) -> dict[str, Any]:
+    """This process's part of a checkpoint: its view and head generators and its reader position
+    (`data_state`, when given: the position kept at the last completed step)."""
     return {
         "view_generator": step_fn.view_generator.get_state(),
         "head_generator": step_fn.head_generator.get_state(),
-        "data": reader.state_dict(),
+        "data": reader.state_dict() if data_state is None else data_state,
     }
 
 
@@ -110,14 +114,15 @@ def checkpoint_saver(
     step_fn: SelfDistillationStep,
     reader: ClipReader,
 ) -> Callable[[], Path]:
-    """A function that saves the run as it stands now and returns the checkpoint folder."""
+    """A function that saves the run as it stands now and returns the checkpoint folder; given
+    `data_state`, with that reader position instead of the reader's own."""
 
-    def save() -> Path:
+    def save(data_state: dict | None = None) -> Path:
         return save_checkpoint(
             accelerator,
             recipe.output_dir,
             run_state.step,
-            rank_state(step_fn, reader),
+            rank_state(step_fn, reader, data_state),
             config.to_dict(),
             {**dataclasses.asdict(recipe), "mixed_precision": accelerator.mixed_precision},  # as resolved
             recipe.checkpoints_total_limit,
@@ -135,14 +140,17 @@ def train_loop(
     loader: torch.utils.data.DataLoader,
     reader: ClipReader,
     length: RunLength,
-    save: Callable[[], Path],
+    save: Callable[..., Path],
     result: PretrainResult,
     resumed_from: Path | None,
 ) -> PretrainResult:
     """Train from `run_state.step` to `length.total_steps`, or until Ctrl-C (then checkpoint and stop).
 
     Losses are summed on the device and read only at logging steps (no host sync per step); a
-    non-finite loss stops the run without saving, naming the last good checkpoint.
+    non-finite loss stops the run without saving, naming the last good checkpoint. A batch that cannot be read saves the last completed step
+    first (`data_errors.py`); with several processes they agree on that before every step, since
+    a process stopping alone would leave the others waiting in the step's collectives (one small
+    reduction per step).
     """
     world = accelerator.num_processes
     accumulation = recipe.gradient_accumulation_steps
@@ -173,7 +181,13 @@ def train_loop(
 
     with GracefulInterrupt(announce=accelerator.is_main_process) as interrupt:
         while run_state.step < total_steps and not stop_requested(interrupt):
-            micro_batches = [next(batches) for _ in range(accumulation)]
+            data_state = reader.state_dict()  # the position of the last completed step
+            try:
+                micro_batches, data_error = [next(batches) for _ in range(accumulation)], None
+            except Exception as err:  # noqa: BLE001 - whatever reading the data raised: saved, then one line
+                micro_batches, data_error = [], err
+            if data_error is not None or world > 1:
+                stop_for_data_error(accelerator, data_error, data_state, save, result, run_state.step, resumed_from, check_finite)
             output = step_fn([b["frames"] for b in micro_batches], run_state.step)
             for batch in micro_batches:
                 reader.mark_consumed(batch)
@@ -210,6 +224,40 @@ def train_loop(
             return result
     result.last_checkpoint = save()
     return result
+
+
+def stop_for_data_error(
+    accelerator: Accelerator,
+    error: BaseException | None,
+    data_state: dict,
+    save: Callable[..., Path],
+    result: PretrainResult,
+    step: int,
+    resumed_from: Path | None,
+    check_finite: Callable[[], None],
+) -> None:
+    """Return if no process failed to read its batch; else save the last completed step (if there
+    is one since the start or the resume) on every process and raise :class:`DataErrorStop`."""
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([float(error is not None)], device=accelerator.device)
+        if not accelerator.reduce(flag, reduction="sum").item():
+            return
+        lines = gather_object([None if error is None else f"process {accelerator.process_index}: {data_error_line(error)}"])
+        line = next(text for text in lines if text is not None)
+    else:
+        line = data_error_line(error)
+    check_finite()
+    first = f"cannot read the data for step {step + 1}: {line}"
+    kept = result.last_checkpoint or resumed_from
+    if step == (checkpoint_step(kept) if kept is not None else 0):
+        after = "; fix the data, then resume with --resume_from_checkpoint latest" if kept is not None else ""
+        raise DataErrorStop(f"{first}; no step was trained since {kept or 'the start'}, so nothing was saved{after}") from error
+    result.last_checkpoint = save(data_state)
+    result.steps = step
+    raise DataErrorStop(
+        f"{first}; saved {result.last_checkpoint} (step {step}, the last completed one): fix or re-prepare the data, "
+        "then resume it exactly with --resume_from_checkpoint latest"
+    ) from error
 
 
 def __getattr__(name: str) -> Any:
