@@ -31,6 +31,7 @@ from ..folders.checkpoint_layout import checkpoint_step
 from .checkpoints import RunState, save_checkpoint
 from .data_errors import DataErrorStop, data_error_line
 from .interrupt import GracefulInterrupt
+from .out_of_memory import is_out_of_memory, out_of_memory_error
 from .recipe import PretrainRecipe
 from .step import SelfDistillationStep
 
@@ -147,7 +148,8 @@ def train_loop(
     """Train from `run_state.step` to `length.total_steps`, or until Ctrl-C (then checkpoint and stop).
 
     Losses are summed on the device and read only at logging steps (no host sync per step); a
-    non-finite loss stops the run without saving, naming the last good checkpoint. A batch that cannot be read saves the last completed step
+    non-finite loss, or running out of memory (`out_of_memory.py`), stops the run without saving,
+    naming the last good checkpoint. A batch that cannot be read saves the last completed step
     first (`data_errors.py`); with several processes they agree on that before every step, since
     a process stopping alone would leave the others waiting in the step's collectives (one small
     reduction per step).
@@ -188,7 +190,15 @@ def train_loop(
                 micro_batches, data_error = [], err
             if data_error is not None or world > 1:
                 stop_for_data_error(accelerator, data_error, data_state, save, result, run_state.step, resumed_from, check_finite)
-            output = step_fn([b["frames"] for b in micro_batches], run_state.step)
+            try:
+                output = step_fn([b["frames"] for b in micro_batches], run_state.step)
+            except (MemoryError, RuntimeError) as err:  # torch.OutOfMemoryError is a RuntimeError
+                if not is_out_of_memory(err):
+                    raise
+                raise out_of_memory_error(
+                    err, recipe, accelerator.device, accelerator.mixed_precision, run_state.step,
+                    result.last_checkpoint or resumed_from,
+                ) from err
             for batch in micro_batches:
                 reader.mark_consumed(batch)
             nonfinite |= ~torch.isfinite(output.loss)
