@@ -29,7 +29,7 @@ from .training.builders import (
     make_accelerator,
 )
 from .training.checkpoints import agree_on_checkpoint, load_checkpoint, load_rank_state
-from .training.data_loading import build_clip_loader, stop_loader_workers
+from .training.data_loading import build_clip_loader, reading_datasets, stop_loader_workers
 from .training.loop import (
     PretrainResult,
     RunLength,
@@ -46,9 +46,17 @@ __all__ = ["PretrainResult", "make_accelerator", "pretrain"]
 
 
 def pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None = None) -> PretrainResult:
-    """Run (or continue) the pretraining `recipe` describes (DoRA, or DINO with `method: dino`); returns what it did."""
-    # ---- set-up: every check that can fail before any work, the run folder, the seed
+    """Run (or continue) the pretraining `recipe` describes (DoRA, or DINO with `method: dino`); returns what it did.
+
+    The dataset folders are claimed for reading while it runs (`training/data_loading.reading_datasets`).
+    """
     recipe.validate()
+    with reading_datasets(recipe):
+        return _pretrain(recipe, accelerator)
+
+
+def _pretrain(recipe: PretrainRecipe, accelerator: Accelerator | None) -> PretrainResult:
+    # ---- set-up: every check that can fail before any work, the run folder, the seed
     accelerator = accelerator or make_accelerator(recipe)
     check_supported(accelerator, recipe)
     if recipe.push_to_hub:

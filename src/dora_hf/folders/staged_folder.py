@@ -20,6 +20,7 @@ The same place handles what can go wrong around that:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -40,6 +41,7 @@ from .output_folder import (
     write_failure,
     write_marker,
 )
+from .read_claim import hold_against_readers
 
 
 def _to_stderr(line: str) -> None:
@@ -62,11 +64,14 @@ def staged_folder(
     line saying which stale staging folders were removed, if any.
     """
     final = Path(os.path.abspath(final))
-    with claim_folder(final, command):
+    held: list[int] = []  # the exclusive lock on `final` against readers, once taken
+    with claim_folder(final, command), contextlib.ExitStack() as stack:
+        stack.callback(lambda: [os.close(fd) for fd in held])
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             _clean_leftovers(final, log)
             check_replaceable(final, kind, overwrite=overwrite, keep=keep)
+            _hold_against_readers(final, held)  # a folder a run reads is not replaced under it
             staging = final.with_name(f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
             staging.mkdir()  # not mkdtemp: its 0700 mode would stay on the published folder
             try:
@@ -74,6 +79,7 @@ def staged_folder(
                 _give_usual_modes(staging)
                 write_marker(staging, kind, command)
                 check_replaceable(final, kind, overwrite=overwrite, keep=keep)  # anything that appeared meanwhile
+                _hold_against_readers(final, held)
                 replace_folder(staging, final)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
@@ -84,6 +90,14 @@ def staged_folder(
                 raise
             left = f"the existing {final} is unchanged" if final.exists() else "nothing was written"
             raise DoraUserError(f"cannot write {KIND_NAMES[kind]} to {final}: {reason}; {left}") from err
+
+
+def _hold_against_readers(final: Path, held: list[int]) -> None:
+    """Hold `final` against readers until it is replaced (`read_claim.py`), if not held yet."""
+    if not held:
+        fd = hold_against_readers(final, "folder")
+        if fd is not None:
+            held.append(fd)
 
 
 def _leftover_pattern(final: Path) -> re.Pattern[str]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from ..dataset.batches import ClipReader, collate_clips
 from ..dataset.clip_index import count_clips
 from ..dataset.combined import dataset_sources, open_dataset_set
+from ..folders.read_claim import claim_for_reading
 from ..dataset.info import read_prepare_info
 from ..dataset.random_access import open_random_access
 from ..dataset.streaming import ClipStream
@@ -98,3 +102,17 @@ def stop_loader_workers(loader: torch.utils.data.DataLoader) -> None:
     if shutdown is not None:
         shutdown()
     loader._iterator = None
+
+
+@contextlib.contextmanager
+def reading_datasets(recipe: PretrainRecipe) -> Iterator[None]:
+    """Hold a shared claim on every local dataset folder the run reads, for as long as it runs, so
+    that `prepare-data --overwrite` refuses to replace one under it (`folders/read_claim.py`);
+    other runs may read the same folders. Hub datasets are not claimed."""
+    with contextlib.ExitStack() as claims:
+        for source in dataset_sources(recipe.dataset):
+            if Path(source).is_dir():
+                claim = claim_for_reading(source)
+                if claim is not None:
+                    claims.enter_context(claim)
+        yield
