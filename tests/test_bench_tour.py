@@ -16,10 +16,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_tour  # noqa: E402
+import tour_scoring  # noqa: E402
 
 
 def test_view_window_is_the_centre_square_at_frame_pixels() -> None:
-    rows, cols, square_rows, square_cols = bench_tour.view_window(240, 320, 112)
+    rows, cols, square_rows, square_cols = tour_scoring.view_window(240, 320, 112)
     assert rows.tolist() == list(range(240))  # the short side is seen whole
     assert cols[0] > 0 and cols[-1] < 319 and np.all(np.diff(cols) == 1)  # a contiguous middle band
     assert abs((cols[0] + cols[-1]) / 2 - 159.5) <= 2  # centred
@@ -29,7 +30,7 @@ def test_view_window_is_the_centre_square_at_frame_pixels() -> None:
 
 
 def test_view_window_maps_a_square_mask_onto_the_frame() -> None:
-    rows, cols, square_rows, square_cols = bench_tour.view_window(240, 320, 112)
+    rows, cols, square_rows, square_cols = tour_scoring.view_window(240, 320, 112)
     square = np.zeros((112, 112), dtype=bool)
     square[:, :56] = True  # the left half of what the tracker sees
     frame = square[square_rows][:, square_cols]
@@ -42,7 +43,7 @@ def test_attention_masks_keep_the_largest_group_of_the_strongest_patches() -> No
     attention = torch.full((1, 2, grid * grid), 0.001)
     attention[0, :, [0, 1, 4]] = 1.0  # a group of three in the top-left corner
     attention[0, :, 15] = 1.0  # a lone patch in the other corner
-    mask = bench_tour.attention_masks(attention, grid, mass=0.9)[0]
+    mask = tour_scoring.attention_masks(attention, grid, mass=0.9)[0]
     assert mask.sum() == 3 and mask[0, 0] and mask[0, 1] and mask[1, 0] and not mask[3, 3]
 
 
@@ -76,7 +77,7 @@ def test_target_information_matches_a_plain_loop() -> None:
     entropy = sum(-sum(p * math.log(p) for p in target) for target in targets) / len(targets)
     pooled = [sum(target[k] for target in targets) / len(targets) for k in range(7)]
     pooled_entropy = -sum(p * math.log(p) for p in pooled)
-    scores = bench_tour.target_information(logits, center, temperature)
+    scores = tour_scoring.target_information(logits, center, temperature)
     assert scores["teacher_entropy"] == pytest.approx(entropy, rel=1e-5)
     assert scores["mean_output_entropy"] == pytest.approx(pooled_entropy, rel=1e-5)
     assert scores["target_information"] == pytest.approx(pooled_entropy - entropy, rel=1e-4)
@@ -85,7 +86,7 @@ def test_target_information_matches_a_plain_loop() -> None:
 
 def test_target_information_is_zero_when_every_frame_gets_one_target() -> None:
     logits = torch.randn(1, 11).repeat(6, 1)
-    assert bench_tour.target_information(logits, torch.zeros(1, 11), 0.04)["target_information"] == pytest.approx(0, abs=1e-5)
+    assert tour_scoring.target_information(logits, torch.zeros(1, 11), 0.04)["target_information"] == pytest.approx(0, abs=1e-5)
 
 
 def test_patch_grid_masks_take_the_best_union_of_patches() -> None:
@@ -94,7 +95,7 @@ def test_patch_grid_masks_take_the_best_union_of_patches() -> None:
     truth = np.zeros((1, 4, 4), dtype=np.int64)
     truth[0, :2, :3] = 1  # patch 0 whole, half of patch 1
     truth[0, 3, 3] = 2  # a quarter of patch 3
-    masks = bench_tour.patch_grid_masks(truth, cells, k=3)
+    masks = tour_scoring.patch_grid_masks(truth, cells, k=3)
     # plain search over every union of the four patches, per object
     best = {}
     for object_id in (1, 2):
