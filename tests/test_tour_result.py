@@ -25,7 +25,7 @@ def test_the_line_gives_the_recorded_figures(tmp_path: Path) -> None:
     assert "3 seeds, 800 steps" in line
     assert "IoU 0.12 ± 0.01" in line
     assert "DINO 0.10" in line and "random init 0.06" in line and "chance 0.05" in line
-    assert "found at IoU 0.5: 0.00" in line and "allows 0.54 and 0.69" in line
+    assert "found (IoU >= 0.5): 0.00" in line and "reach IoU 0.54 and find 0.69" in line
 
 
 def test_without_a_record_the_line_points_to_the_results(tmp_path: Path) -> None:

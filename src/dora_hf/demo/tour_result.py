@@ -33,10 +33,11 @@ def controlled_tour_line(path: Path = TOUR_RESULTS) -> str:
     iou = f"{dora['matched_iou']:.2f}" + (f" ± {spread['matched_iou']:.2f}" if "matched_iou" in spread else "")
     chance = next((name for name in table if name.startswith("random masks")), "")
     ceiling = report.get("patch_grid_ceiling", {})
-    bound = f"; the patch grid allows {ceiling['matched_iou']:.2f} and {ceiling['found']:.2f}" if ceiling else ""
+    bound = (f" (masks on this patch grid could reach IoU {ceiling['matched_iou']:.2f} and find "
+             f"{ceiling['found']:.2f})" if ceiling else "")
     return (
         f"controlled tour with known objects ({len(report.get('seeds', [0]))} seeds, {report.get('steps')} steps; "
         f"{WHERE}): DoRA's masks match objects at IoU {iou} (DINO {figure('DINO', 'matched_iou')}, random init "
-        f"{figure('random init', 'matched_iou')}, chance {figure(chance, 'matched_iou')}), objects found at IoU 0.5: "
-        f"{dora['found']:.2f}{bound}"
+        f"{figure('random init', 'matched_iou')}, chance {figure(chance, 'matched_iou')}); share of objects found "
+        f"(IoU >= 0.5): {dora['found']:.2f}{bound}"
     )
