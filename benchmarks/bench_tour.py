@@ -38,6 +38,7 @@ held-out clip side by side, ground truth on top (``benchmarks/results/bench_tour
     .venv/bin/python benchmarks/bench_tour.py --seeds 1 --steps 2000
     .venv/bin/python benchmarks/bench_tour.py --quick           # a few minutes: 20 steps, a 60 s tour
     .venv/bin/python benchmarks/bench_tour.py --reuse           # score again the runs --json records
+    .venv/bin/python benchmarks/bench_tour.py --methods dora --set batch_size_per_device=16 ...  # a variant
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from pathlib import Path
 import dora_hf  # noqa: F401  (before torch: OpenMP reads its wait policy when torch loads it)
 import numpy as np
 import torch
+import yaml
 from PIL import Image, ImageDraw
 
 from dora_hf.demo.controlled_tour import TourSettings, write_tour
@@ -213,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out-seconds", type=float, default=60.0, help="length of the held-out tour (default 60)")
     parser.add_argument("--methods", nargs="+", choices=[method for _, method in METHODS],
                         default=[method for _, method in METHODS], help="the methods to train (default: dora dino)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe key for every run (YAML value), e.g. --set batch_size_per_device=16")
     parser.add_argument("--reuse", action="store_true",
                         help="keep runs that --json already records with these steps and whose final checkpoint is "
                              "in --work-dir (scored again; not trained again)")
@@ -233,7 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir
     tour = tour_folder(work, args.train_seconds, args.held_out_seconds)
     dataset = work / f"frames-train{args.train_seconds:g}s"
-    base = {"overwrite": True, "dataset": str(dataset), "checkpoints_total_limit": 0}
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item}: expected KEY=VALUE")
+        overrides[key] = yaml.safe_load(value)
+    base = {"overwrite": True, "dataset": str(dataset), "checkpoints_total_limit": 0, **overrides}
     recipe = load_recipe(DEMO_RECIPE, {**base, **({"max_steps": args.steps} if args.steps else {})})
     steps = recipe.max_steps
     base |= {"max_steps": steps, "checkpointing_steps": max(1, steps // max(1, args.points))}
@@ -253,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {**header, "tour": {"folder": shown(tour),
                                  "seed": TOUR_SEED, "train_seconds": args.train_seconds,
                                  "held_out_seconds": args.held_out_seconds, "settings": asdict(TourSettings())},
-              "recipe": str(DEMO_RECIPE.relative_to(REPO_ROOT)), "steps": steps, "seeds": list(range(args.seeds)),
+              "recipe": str(DEMO_RECIPE.relative_to(REPO_ROOT)), "recipe_overrides": overrides, "steps": steps, "seeds": list(range(args.seeds)),
               "checkpointing_steps": base["checkpointing_steps"], "prepare_seconds": prepare_s,
               "held_out_clips": {"count": len(clip_starts), "clip_frames": settings.clip_frames,
                                  "clip_step": settings.clip_step, "frame_step": recipe.clip_step},
