@@ -20,6 +20,7 @@ from dora_hf.evaluation.encoder import FrozenEncoder
 from dora_hf.evaluation.protocols import PropagationSettings
 from dora_hf.evaluation.tracker_features import read_tracker_features
 from dora_hf.evaluation.visualize.mask_figure import clip_to_pixel_values
+from dora_hf.folders.checkpoint_layout import RUN_STATE_FILE
 from dora_hf.publish.export import load_teacher
 
 SCORES = ("matched_iou", "found", "identity", "corloc")
@@ -204,7 +205,7 @@ def target_information(logits: torch.Tensor, center: torch.Tensor, temperature: 
 
 def teacher_information(checkpoint: Path, frames: torch.Tensor, size: int) -> dict[str, float]:
     """`target_information` of a checkpoint's teacher, with its centre and temperature, on `frames`."""
-    state = torch.load(checkpoint / "custom_checkpoint_0.pkl", map_location="cpu", weights_only=True)
+    state = torch.load(checkpoint / RUN_STATE_FILE, map_location="cpu", weights_only=True)  # the loss's centre
     teacher, recipe, _ = load_teacher(checkpoint)
     pixel_values = clip_to_pixel_values(frames, size)[0]  # ImageNet's normalisation, as the training views
     with torch.no_grad():

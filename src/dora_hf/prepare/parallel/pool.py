@@ -95,7 +95,7 @@ class DecodedVideo:
     def last_time(self) -> float | None:
         """Presentation time (seconds) of its last decoded frame; None when a record does not say."""
         times = [r.last_time for r in self.records]
-        return None if not times or None in times else max(t for t in times if t is not None)
+        return None if not times or None in times else max(times)
 
     def kept_frames(self) -> Iterator[KeptFrame]:
         for segment in self.segments:
